@@ -1,0 +1,194 @@
+//! The daemon's handle on a running agent: the authenticated gRPC client and, when the agent
+//! runs on this host, a small pool of connections to its fd socket.
+//!
+//! How the agent was started and where it runs is the business of [`crate::target`]; from here
+//! on every agent looks the same.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tether_protocol::agent::{self as proto, agent_client::AgentClient};
+use tether_protocol::fdpass::{self, FdReply, FdRequest};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+/// Adds the session token to every call.
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert(proto::AUTH_HEADER, self.0.clone());
+        Ok(req)
+    }
+}
+
+pub type Client = AgentClient<InterceptedService<Channel, Bearer>>;
+
+/// A file fetched from the target in one round trip.
+pub struct RemoteFile {
+    pub data: Vec<u8>,
+}
+
+pub struct Agent {
+    client: Client,
+    token: String,
+    pub hello: proto::HelloReply,
+    /// Idle connections to the fd socket, authenticated already.
+    fd_pool: Mutex<Vec<UnixStream>>,
+}
+
+impl Agent {
+    /// Connects to the agent at `addr` ("host:port"), proves `token` and checks the versions.
+    pub async fn connect(addr: &str, token: &str, timeout: Duration) -> anyhow::Result<Agent> {
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        let channel = tokio::time::timeout(timeout, endpoint.connect())
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer within {timeout:?}"))?
+            .with_context(|| format!("connecting to the agent at {addr}"))?;
+        let bearer = Bearer(format!("Bearer {token}").parse().context("the token is not valid ASCII")?);
+        let mut client = AgentClient::with_interceptor(channel, bearer)
+            .max_decoding_message_size(64 * 1024 * 1024);
+        let hello = client
+            .hello(proto::HelloRequest {
+                protocol_major: proto::PROTOCOL_MAJOR,
+                protocol_minor: proto::PROTOCOL_MINOR,
+                client_version: env!("CARGO_PKG_VERSION").into(),
+                capabilities: vec![proto::CAP_FD_PASSING.into(), proto::CAP_CONNECT_RELAY.into()],
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("the agent at {addr} refused the handshake: {}", s.message()))?
+            .into_inner();
+        if hello.protocol_major != proto::PROTOCOL_MAJOR {
+            bail!(
+                "the agent speaks protocol {}.{} and this daemon {}.{}: use an agent of version {}",
+                hello.protocol_major,
+                hello.protocol_minor,
+                proto::PROTOCOL_MAJOR,
+                proto::PROTOCOL_MINOR,
+                env!("CARGO_PKG_VERSION")
+            );
+        }
+        Ok(Agent { client, token: token.to_string(), hello, fd_pool: Mutex::new(Vec::new()) })
+    }
+
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    pub fn can_pass_fds(&self) -> bool {
+        !self.hello.fd_socket.is_empty()
+    }
+
+    pub async fn env(&self) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+        let reply = self.client().get_env(proto::GetEnvRequest {}).await.map_err(status)?;
+        Ok(reply.into_inner().vars.into_iter().collect())
+    }
+
+    /// Reads a whole remote file; `Err(errno)` for a failure the program should see.
+    pub async fn read_file(&self, path: &str) -> Result<RemoteFile, i32> {
+        let mut stream = self
+            .client()
+            .read_file(proto::ReadFileRequest { path: path.into(), chunk_size: 0 })
+            .await
+            .map_err(|_| libc::EIO)?
+            .into_inner();
+        let first = stream.message().await.map_err(|_| libc::EIO)?.ok_or(libc::EIO)?;
+        if first.errno != 0 {
+            return Err(first.errno);
+        }
+        let mut data = first.data;
+        while let Some(chunk) = stream.message().await.map_err(|_| libc::EIO)? {
+            data.extend_from_slice(&chunk.data);
+        }
+        Ok(RemoteFile { data })
+    }
+
+    pub async fn stat(&self, path: &str, follow: bool) -> Result<proto::FileStat, i32> {
+        let reply = self
+            .client()
+            .stat(proto::PathRequest { path: path.into(), follow })
+            .await
+            .map_err(|_| libc::EIO)?
+            .into_inner();
+        if reply.errno != 0 {
+            return Err(reply.errno);
+        }
+        reply.stat.ok_or(libc::EIO)
+    }
+
+    pub async fn read_dir(&self, path: &str) -> Result<Vec<proto::DirEntry>, i32> {
+        let reply = self
+            .client()
+            .read_dir(proto::PathRequest { path: path.into(), follow: true })
+            .await
+            .map_err(|_| libc::EIO)?
+            .into_inner();
+        if reply.errno != 0 { Err(reply.errno) } else { Ok(reply.entries) }
+    }
+
+    pub async fn read_link(&self, path: &str) -> Result<String, i32> {
+        let reply = self
+            .client()
+            .read_link(proto::PathRequest { path: path.into(), follow: false })
+            .await
+            .map_err(|_| libc::EIO)?
+            .into_inner();
+        if reply.errno != 0 { Err(reply.errno) } else { Ok(reply.target) }
+    }
+
+    pub async fn resolve(&self, name: &str) -> anyhow::Result<Vec<std::net::IpAddr>> {
+        let reply = self.client().resolve(proto::ResolveRequest { name: name.into() }).await.map_err(status)?;
+        let reply = reply.into_inner();
+        if reply.errno != 0 {
+            bail!("{name} does not resolve in the target ({})", io::Error::from_raw_os_error(reply.errno));
+        }
+        Ok(reply.addresses.iter().filter_map(|a| a.parse().ok()).collect())
+    }
+
+    /// A new, unconnected socket that lives in the target's network namespace (blocking: call it
+    /// from a blocking context).
+    pub fn socket(&self, udp: bool, v6: bool) -> io::Result<OwnedFd> {
+        let conn = match self.fd_pool.lock().unwrap().pop() {
+            Some(conn) => conn,
+            None => self.fd_connection()?,
+        };
+        let req = serde_json::to_string(&FdRequest::Socket { udp, v6 }).expect("serializable");
+        fdpass::send_line(&conn, &req, None)?;
+        let (line, fd) = fdpass::recv_line(&conn)?;
+        let reply: FdReply = serde_json::from_str(&line)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("agent fd socket: {e}")))?;
+        self.fd_pool.lock().unwrap().push(conn);
+        match (reply.errno, fd) {
+            (0, Some(fd)) => Ok(fd),
+            (0, None) => Err(io::Error::new(io::ErrorKind::InvalidData, "agent sent no socket")),
+            (errno, _) => Err(io::Error::from_raw_os_error(errno)),
+        }
+    }
+
+    fn fd_connection(&self) -> io::Result<UnixStream> {
+        let conn = UnixStream::connect(&self.hello.fd_socket)?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let auth = serde_json::to_string(&FdRequest::Auth { token: self.token.clone() }).expect("serializable");
+        fdpass::send_line(&conn, &auth, None)?;
+        let (line, _) = fdpass::recv_line(&conn)?;
+        let reply: FdReply = serde_json::from_str(&line)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("agent fd socket: {e}")))?;
+        if reply.errno != 0 {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "the agent refused the session token"));
+        }
+        Ok(conn)
+    }
+}
+
+fn status(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("agent: {} ({:?})", s.message(), s.code())
+}

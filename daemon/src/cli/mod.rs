@@ -1,0 +1,3 @@
+//! The command line: each subcommand in its own module, all of them thin.
+
+pub mod exec;

@@ -1,0 +1,114 @@
+//! Shared by the end-to-end tests: a private daemon per test and a local pod to target.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tether_testkit::{Pod, PodSpec};
+
+/// A private tether world: its own runtime, state and data directories, so its daemon is its
+/// own; the daemon is stopped when this drops.
+pub struct World {
+    pub dir: PathBuf,
+    pub project: PathBuf,
+}
+
+static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl World {
+    pub fn new() -> World {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("tether-e2e-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let project = dir.join("project");
+        std::fs::create_dir_all(&project).unwrap();
+        World { dir, project }
+    }
+
+    pub fn tether(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tether"));
+        cmd.env("XDG_RUNTIME_DIR", self.dir.join("run"))
+            .env("XDG_STATE_HOME", self.dir.join("state"))
+            .env("XDG_DATA_HOME", self.dir.join("data"))
+            .env_remove("TETHER_SOCKET")
+            .current_dir(&self.project);
+        cmd
+    }
+
+    /// `tether exec --target pid:<pod> [extra] -- program...`
+    pub fn exec(&self, pod: &Pod, extra: &[&str], program: &[&str]) -> Output {
+        let mut cmd = self.tether();
+        cmd.arg("exec").arg("--target").arg(format!("pid:{}", pod.pid)).args(extra).arg("--").args(program);
+        run(&mut cmd)
+    }
+
+    pub fn config(&self, json: &str) -> PathBuf {
+        let p = self.project.join("tether.json");
+        std::fs::write(&p, json).unwrap();
+        p
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("state/tether/daemon.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self.tether().args(["daemon", "stop"]).output();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs a command with a time limit, so that a hang fails the test instead of blocking it.
+pub fn run(cmd: &mut Command) -> Output {
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        for _ in 0..600 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if unsafe { libc::kill(pid as i32, 0) } != 0 {
+                return false;
+            }
+        }
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        true
+    });
+    let out = child.wait_with_output().expect("wait");
+    drop(watchdog);
+    out
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "status: {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub const POD_SECRET: &str = "only-in-the-pod-7d1c";
+pub const POD_FILE: &str = "/app/config.txt";
+pub const POD_FILE_TEXT: &str = "pod config: mode=cluster\n";
+
+/// The standard pod of these tests: a variable, a file and a hosts entry only the pod has.
+pub fn pod(name: &str) -> Pod {
+    assert!(!Path::new(POD_FILE).exists(), "{POD_FILE} must not exist on this machine for these tests");
+    PodSpec::new(name)
+        .env("POD_ONLY", POD_SECRET)
+        .env("SHARED", "from-pod")
+        .file(POD_FILE, POD_FILE_TEXT)
+        .file("/app/data/a.txt", "A")
+        .file("/app/data/b.txt", "B")
+        .host("only-in-hosts", std::net::Ipv4Addr::new(198, 18, 0, 10))
+        .start()
+        .expect("starting a local pod")
+}
