@@ -267,16 +267,18 @@ async fn run(
         watch_target(pid, pidfd).await;
         exit_now(0, &format!("target pid {pid} has exited"));
     });
-    tokio::spawn(async {
+    // Registered here, before the startup line, so that an early SIGTERM is already handled.
+    {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => exit_now(0, "terminated (SIGTERM)"),
-            _ = int.recv() => exit_now(0, "interrupted (SIGINT)"),
-        }
-    });
+        let mut term = signal(SignalKind::terminate()).unwrap_or_else(|e| fail(&format!("SIGTERM handler: {e}")));
+        let mut int = signal(SignalKind::interrupt()).unwrap_or_else(|e| fail(&format!("SIGINT handler: {e}")));
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => exit_now(0, "terminated (SIGTERM)"),
+                _ = int.recv() => exit_now(0, "interrupted (SIGINT)"),
+            }
+        });
+    }
 
     let incoming = futures::stream::unfold((listener, activity), |(listener, activity)| async move {
         loop {

@@ -49,6 +49,12 @@ enum Command {
         #[arg(value_parser = ["stop"])]
         action: Option<String>,
     },
+    /// Show the main job on a built-in local demo target (needs root).
+    Demo {
+        /// A program to run instead of the built-in tour.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        program: Vec<OsString>,
+    },
     /// List the daemon's sessions.
     Status {
         #[arg(long)]
@@ -67,6 +73,7 @@ fn main() -> ExitCode {
         Command::Daemon { action: Some(_) } => stop_daemon(),
         Command::Daemon { action: None } => run_daemon(),
         Command::Status { json } => status(json),
+        Command::Demo { program } => cli::demo::run(program),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -1,3 +1,4 @@
 //! The command line: each subcommand in its own module, all of them thin.
 
 pub mod exec;
+pub mod demo;
