@@ -9,9 +9,14 @@ use tether_testkit::{Pod, PodSpec};
 
 /// A private tether world: its own runtime, state and data directories, so its daemon is its
 /// own; the daemon is stopped when this drops.
+///
+/// Everything runs inside a "laptop" network namespace that has only a loopback interface, so a
+/// connection that tether failed to send to the target fails at once instead of leaving the
+/// machine.
 pub struct World {
     pub dir: PathBuf,
     pub project: PathBuf,
+    pub laptop: String,
 }
 
 static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -23,11 +28,18 @@ impl World {
         let _ = std::fs::remove_dir_all(&dir);
         let project = dir.join("project");
         std::fs::create_dir_all(&project).unwrap();
-        World { dir, project }
+        let laptop = format!("tether-laptop-{}-{n}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &laptop]).output();
+        let ok = Command::new("ip").args(["netns", "add", &laptop]).status().unwrap().success()
+            && Command::new("ip").args(["-n", &laptop, "link", "set", "lo", "up"]).status().unwrap().success();
+        assert!(ok, "creating the laptop network namespace {laptop}");
+        World { dir, project, laptop }
     }
 
+    /// `tether` inside the laptop namespace.
     pub fn tether(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tether"));
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.laptop, env!("CARGO_BIN_EXE_tether")]);
         cmd.env("XDG_RUNTIME_DIR", self.dir.join("run"))
             .env("XDG_STATE_HOME", self.dir.join("state"))
             .env("XDG_DATA_HOME", self.dir.join("data"))
@@ -59,6 +71,7 @@ impl Drop for World {
         let _ = self.tether().args(["daemon", "stop"]).output();
         std::thread::sleep(std::time::Duration::from_millis(50));
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = Command::new("ip").args(["netns", "del", &self.laptop]).output();
     }
 }
 
@@ -111,4 +124,11 @@ pub fn pod(name: &str) -> Pod {
         .host("only-in-hosts", std::net::Ipv4Addr::new(198, 18, 0, 10))
         .start()
         .expect("starting a local pod")
+}
+
+/// Asserts that `out` succeeded and printed every one of `wanted`.
+pub fn expect_all(out: &Output, wanted: &[&str]) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let missing: Vec<&&str> = wanted.iter().filter(|w| !stdout.contains(**w)).collect();
+    assert!(out.status.success() && missing.is_empty(), "missing {missing:?}\n{}", text(out));
 }

@@ -1,0 +1,152 @@
+//! End to end: `tether exec --target pid:<pod>` with every kind of program.
+//!
+//! Each program, run on this machine, must see the pod's environment, read a file only the pod
+//! has, resolve names with the pod's hosts file and DNS server, and reach a service only the
+//! pod's network has — which proves the connection really left from the pod.
+
+mod common;
+
+use common::*;
+use tether_testkit::programs;
+
+/// The checks every program kind must pass, in the words its output uses.
+fn core_expectations(pod: &str) -> Vec<String> {
+    vec![
+        format!("POD_ONLY={POD_SECRET}"),
+        POD_FILE_TEXT.trim().to_string(),
+        format!("hello from pod {pod}"),
+    ]
+}
+
+fn check(name: &str, program: &[&str], extra: &[&str]) {
+    let w = World::new();
+    let pod = pod(name);
+    let out = w.exec(&pod, &[], program);
+    let mut wanted = core_expectations(name);
+    wanted.extend(extra.iter().map(|s| s.to_string()));
+    let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    expect_all(&out, &wanted);
+    assert!(pod.dns_queries() > 0 || extra.is_empty(), "the pod's DNS server saw no query\n{}", text(&out));
+}
+
+const PROBE_ARGS: &[&str] = &[
+    "env", "POD_ONLY",
+    "cat", POD_FILE,
+    "resolve", "web.svc.cluster.local",
+    "resolve", "only-in-hosts",
+    "get", "http://web.svc.cluster.local/",
+    "udp", "198.18.0.11:7", "ping",
+];
+const PROBE_EXPECT: &[&str] = &[
+    "resolve web.svc.cluster.local 198.18.0.10",
+    "resolve only-in-hosts 198.18.0.10",
+    "peer 198.18.0.10:80",
+    "udp 198.18.0.11:7 ping",
+];
+
+fn probe(path: std::path::PathBuf) -> Vec<String> {
+    std::iter::once(path.to_string_lossy().into_owned()).chain(PROBE_ARGS.iter().map(|s| s.to_string())).collect()
+}
+
+#[test]
+fn dynamic_c_program() {
+    let p = probe(programs::c_probe().unwrap());
+    check("c-dyn", &p.iter().map(String::as_str).collect::<Vec<_>>(), PROBE_EXPECT);
+}
+
+#[test]
+fn curl() {
+    let script = "echo POD_ONLY=$POD_ONLY; curl -sS file:///app/config.txt; \
+                  curl -sS http://web.svc.cluster.local/; curl -sS http://only-in-hosts/";
+    check("curl", &["sh", "-c", script], &["you are 198.18.0.10"]);
+}
+
+#[test]
+fn static_go_program() {
+    let path = programs::go_probe_static().unwrap();
+    assert!(tether_testkit::elf::is_static(&path));
+    let p = probe(path);
+    check("go-static", &p.iter().map(String::as_str).collect::<Vec<_>>(), PROBE_EXPECT);
+}
+
+#[test]
+fn go_program_linked_externally() {
+    let path = programs::go_probe_external().unwrap();
+    assert!(!tether_testkit::elf::is_static(&path));
+    let p = probe(path);
+    check("go-external", &p.iter().map(String::as_str).collect::<Vec<_>>(), PROBE_EXPECT);
+}
+
+#[test]
+fn static_busybox() {
+    let bb = programs::busybox().unwrap();
+    assert!(tether_testkit::elf::is_static(&bb));
+    let bb = bb.to_string_lossy().into_owned();
+    let script = format!(
+        "echo POD_ONLY=$POD_ONLY; {bb} cat /app/config.txt; {bb} nslookup web.svc.cluster.local; \
+         {bb} wget -q -O- http://web.svc.cluster.local/; {bb} wget -q -O- http://only-in-hosts/"
+    );
+    check("busybox", &[&bb, "sh", "-c", &script], &["Address: 198.18.0.10"]);
+}
+
+const PYTHON: &str = r#"
+import os, socket
+print("POD_ONLY=" + os.environ.get("POD_ONLY", "unset"))
+print(open("/app/config.txt").read(), end="")
+print("resolve web.svc.cluster.local", socket.gethostbyname("web.svc.cluster.local"))
+print("resolve only-in-hosts", socket.gethostbyname("only-in-hosts"))
+s = socket.create_connection(("web.svc.cluster.local", 80), timeout=10)
+s.sendall(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
+data = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+print("peer %s:%d" % s.getpeername())
+print(data.decode().split("\r\n\r\n", 1)[1], end="")
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(5)
+u.sendto(b"ping", ("198.18.0.11", 7))
+print("udp 198.18.0.11:7", u.recv(100).decode())
+"#;
+
+#[test]
+fn python() {
+    check("python", &["python3", "-c", PYTHON], PROBE_EXPECT);
+}
+
+const NODE: &str = r#"
+const fs = require('fs'), dns = require('dns'), http = require('http'), dgram = require('dgram');
+console.log('POD_ONLY=' + process.env.POD_ONLY);
+process.stdout.write(fs.readFileSync('/app/config.txt', 'utf8'));
+dns.lookup('web.svc.cluster.local', { family: 4 }, (e, a) => {
+  console.log('resolve web.svc.cluster.local ' + (e ? e.code : a));
+  dns.lookup('only-in-hosts', { family: 4 }, (e2, a2) => {
+    console.log('resolve only-in-hosts ' + (e2 ? e2.code : a2));
+    dns.resolve4('web.svc.cluster.local', (e3, a3) => {
+      console.log('c-ares web.svc.cluster.local ' + (e3 ? e3.code : a3.join(',')));
+      http.get('http://web.svc.cluster.local/', res => {
+        let body = '';
+        const peer = res.socket.remoteAddress + ':' + res.socket.remotePort;
+        res.on('data', d => body += d);
+        res.on('end', () => {
+          console.log('peer ' + peer);
+          process.stdout.write(body);
+          const u = dgram.createSocket('udp4');
+          const t = setTimeout(() => { console.log('udp timeout'); process.exit(1); }, 5000);
+          u.on('message', m => { console.log('udp 198.18.0.11:7 ' + m); clearTimeout(t); u.close(); });
+          u.send('ping', 7, '198.18.0.11');
+        });
+      }).on('error', e => { console.log('http error ' + e.message); process.exit(1); });
+    });
+  });
+});
+"#;
+
+#[test]
+fn node() {
+    let mut expect = PROBE_EXPECT.to_vec();
+    expect.push("c-ares web.svc.cluster.local 198.18.0.10");
+    check("node", &["node", "-e", NODE], &expect);
+}
