@@ -1,0 +1,130 @@
+//! End to end: the config file's rules decide what comes from the target.
+
+mod common;
+
+use common::*;
+
+fn with_config(name: &str, config: &str, program: &[&str]) -> std::process::Output {
+    let w = World::new();
+    let pod = pod(name);
+    let cfg = w.config(config);
+    let cfg = cfg.to_string_lossy().into_owned();
+    w.exec(&pod, &["--config", &cfg], program)
+}
+
+#[test]
+fn env_include_exclude_and_override() {
+    let out = with_config(
+        "env-rules",
+        r#"{"feature": {"env": {"exclude": "SHARED", "override": {"EXTRA": "from-config", "POD_ONLY": "overridden"}}}}"#,
+        &["sh", "-c", "echo POD_ONLY=$POD_ONLY; echo SHARED=${SHARED:-local}; echo EXTRA=$EXTRA"],
+    );
+    expect_all(&out, &["POD_ONLY=overridden", "SHARED=local", "EXTRA=from-config"]);
+
+    let out = with_config(
+        "env-include",
+        r#"{"feature": {"env": {"include": ["SHA*"]}}}"#,
+        &["sh", "-c", "echo POD_ONLY=${POD_ONLY:-absent}; echo SHARED=$SHARED"],
+    );
+    expect_all(&out, &["POD_ONLY=absent", "SHARED=from-pod"]);
+}
+
+#[test]
+fn fs_modes_and_rules() {
+    let read = "cat /app/config.txt || echo missing";
+    let out = with_config("fs-local", r#"{"feature": {"fs": "local"}}"#, &["sh", "-c", read]);
+    expect_all(&out, &["missing"]);
+
+    let out = with_config("fs-notfound", r#"{"feature": {"fs": {"not_found": ["^/app/config"]}}}"#, &["sh", "-c", read]);
+    expect_all(&out, &["missing"]);
+
+    // localwithoverrides: local, except what the lists send to the target.
+    let out = with_config(
+        "fs-overrides",
+        r#"{"feature": {"fs": {"mode": "localwithoverrides", "read_only": ["^/app/data"]}}}"#,
+        &["sh", "-c", "cat /app/data/a.txt; echo; cat /app/config.txt || echo config-missing"],
+    );
+    expect_all(&out, &["A", "config-missing"]);
+
+    // A directory listing and stat of remote paths.
+    let out = with_config("fs-stat", "{}", &["sh", "-c", "ls /app/data; test -f /app/config.txt && echo is-file; test -d /app/data && echo is-dir"]);
+    expect_all(&out, &["a.txt", "b.txt", "is-file", "is-dir"]);
+}
+
+#[test]
+fn fs_writes_to_read_only_remote_paths_stay_local() {
+    // In mode `read`, opening a remote path for writing goes to the local file system: here
+    // /app does not exist locally, so the write fails, and the pod's file is untouched.
+    let w = World::new();
+    let pod = pod("fs-write");
+    let out = w.exec(&pod, &[], &["sh", "-c", "echo changed > /app/config.txt && echo wrote || echo refused"]);
+    expect_all(&out, &["refused"]);
+    let pod_file = std::fs::read_to_string(pod.root.join("app/config.txt")).unwrap();
+    assert_eq!(pod_file, POD_FILE_TEXT);
+}
+
+#[test]
+fn outgoing_filters() {
+    let get_both = "curl -sS -m 5 http://198.18.0.10/ && echo web-ok; \
+                    curl -sS -m 5 telnet://198.18.0.11:7 </dev/null && echo echo-ok || echo echo-failed";
+    // `local` entries stay on the laptop (whose namespace has no route: the connect fails).
+    let out = with_config(
+        "filter-local",
+        r#"{"feature": {"network": {"outgoing": {"filter": {"local": ["tcp://198.18.0.11"]}}}}}"#,
+        &["sh", "-c", get_both],
+    );
+    expect_all(&out, &["web-ok", "echo-failed"]);
+
+    // `remote` entries are the only ones sent to the target.
+    let out = with_config(
+        "filter-remote",
+        r#"{"feature": {"network": {"outgoing": {"filter": {"remote": ["198.18.0.0/24:80", "udp://:53"]}}}}}"#,
+        &["sh", "-c", get_both],
+    );
+    expect_all(&out, &["web-ok", "echo-failed"]);
+
+    // A host name in a filter is resolved in the target.
+    let out = with_config(
+        "filter-name",
+        r#"{"feature": {"network": {"outgoing": {"filter": {"local": ["echo.svc.cluster.local:7"]}}}}}"#,
+        &["sh", "-c", get_both],
+    );
+    expect_all(&out, &["web-ok", "echo-failed"]);
+
+    // tcp: false keeps every TCP connection local, while DNS (UDP) still goes to the target.
+    let out = with_config(
+        "filter-notcp",
+        r#"{"feature": {"network": {"outgoing": {"tcp": false}}}}"#,
+        &["sh", "-c", "getent hosts web.svc.cluster.local; curl -sS -m 5 http://198.18.0.10/ || echo tcp-local"],
+    );
+    expect_all(&out, &["198.18.0.10", "tcp-local"]);
+}
+
+#[test]
+fn explain_path_names_the_rule() {
+    let w = World::new();
+    let cfg = w.config(r#"{"feature": {"fs": {"read_only": ["^/srv/shared"]}}}"#);
+    let cfg = cfg.to_string_lossy().into_owned();
+    let out = run(w.tether().args(["explain-path", "--config", &cfg, "/srv/shared/x"]));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("remote") && said.contains("^/srv/shared"), "{}", text(&out));
+    let out = run(w.tether().args(["explain-path", "/usr/lib/os-release"]));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("local"), "{}", text(&out));
+    let out = run(w.tether().args(["explain-path", "/etc/resolv.conf"]));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("remote"), "{}", text(&out));
+}
+
+#[test]
+fn a_second_exec_reuses_the_agent() {
+    let w = World::new();
+    let pod = pod("reuse");
+    for _ in 0..2 {
+        let out = w.exec(&pod, &[], &["sh", "-c", "cat /app/config.txt"]);
+        expect_all(&out, &[POD_FILE_TEXT.trim()]);
+    }
+    let log = w.log();
+    assert_eq!(log.matches("tether-agent ready").count(), 1, "{log}");
+    assert_eq!(log.matches("session created").count(), 2, "{log}");
+}
