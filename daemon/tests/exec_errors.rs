@@ -1,0 +1,122 @@
+//! End to end: bad input gets one clear line and a non-zero exit — never a hang or a panic.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn fails_saying(out: &std::process::Output, words: &[&str]) {
+    let err = stderr(out);
+    assert!(!out.status.success(), "should have failed\n{}", text(out));
+    for w in words {
+        assert!(err.contains(w), "stderr lacks {w:?}\n{}", text(out));
+    }
+    assert!(!err.contains("panicked"), "{}", text(out));
+}
+
+#[test]
+fn an_unknown_pid() {
+    let w = World::new();
+    let out = run(w.tether().args(["exec", "--target", "pid:999999999", "--", "true"]));
+    fails_saying(&out, &["pid:999999999", "no such process"]);
+}
+
+#[test]
+fn an_unknown_target_kind_or_none_at_all() {
+    let w = World::new();
+    let out = run(w.tether().args(["exec", "--target", "banana", "--", "true"]));
+    fails_saying(&out, &["unknown target `banana`"]);
+    let out = run(w.tether().args(["exec", "--", "true"]));
+    fails_saying(&out, &["no target", "--target pid:<PID>"]);
+}
+
+#[test]
+fn a_config_that_does_not_parse() {
+    let w = World::new();
+    let cfg = w.config("{\n  \"feature\": {\"fs\": {\"mod\": \"read\"}}\n}\n");
+    let out = run(w.tether().args(["exec", "--target", "pid:1", "--config", cfg.to_str().unwrap(), "--", "true"]));
+    fails_saying(&out, &["tether.json:2:", "feature.fs.mod", "did you mean `mode`"]);
+    let out = run(w.tether().args(["exec", "--target", "pid:1", "--config", "nope.json", "--", "true"]));
+    fails_saying(&out, &["nope.json", "does not exist"]);
+}
+
+#[test]
+fn a_program_that_does_not_exist() {
+    let w = World::new();
+    let pod = pod("noprog");
+    let out = w.exec(&pod, &[], &["no-such-program-anywhere"]);
+    fails_saying(&out, &["no-such-program-anywhere", "not found"]);
+}
+
+#[test]
+fn an_agent_that_does_not_answer_in_time() {
+    let w = World::new();
+    let pod = pod("slowagent");
+    let fake = w.project.join("slow-agent");
+    std::fs::write(&fake, "#!/bin/sh\nexec sleep 30\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = w.config(r#"{"agent": {"startup_timeout": 1}}"#);
+    let started = std::time::Instant::now();
+    let out = run(w
+        .tether()
+        .env("TETHER_AGENT_BIN", &fake)
+        .args(["exec", "--target", &format!("pid:{}", pod.pid), "--config", cfg.to_str().unwrap(), "--", "true"]));
+    fails_saying(&out, &["did not start within", "agent.startup_timeout"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn an_agent_that_dies_at_start_says_why() {
+    let w = World::new();
+    let pod = pod("deadagent");
+    let fake = w.project.join("dead-agent");
+    std::fs::write(&fake, "#!/bin/sh\necho 'tether-agent: cannot enter the namespace' >&2\nexit 2\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run(w.tether().env("TETHER_AGENT_BIN", &fake).args(["exec", "--target", &format!("pid:{}", pod.pid), "--", "true"]));
+    fails_saying(&out, &["agent for pid:", "stopped", "cannot enter the namespace"]);
+}
+
+#[test]
+fn a_killed_agent_is_replaced_by_the_next_launch() {
+    let w = World::new();
+    let pod = pod("killagent");
+    let out = w.exec(&pod, &[], &["cat", POD_FILE]);
+    expect_all(&out, &[POD_FILE_TEXT.trim()]);
+    let agents = std::process::Command::new("pgrep").args(["-f", &format!("tether-agent --target-pid {}", pod.pid)]).output().unwrap();
+    let pids: Vec<i32> = String::from_utf8_lossy(&agents.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
+    assert_eq!(pids.len(), 1, "one agent runs");
+    unsafe { libc::kill(pids[0], libc::SIGKILL) };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let out = w.exec(&pod, &[], &["cat", POD_FILE]);
+    expect_all(&out, &[POD_FILE_TEXT.trim()]);
+    assert_eq!(w.log().matches("tether-agent ready").count(), 2, "{}", w.log());
+}
+
+#[test]
+fn a_user_who_may_not_trace_the_target() {
+    // Run tether as `nobody` against a pod whose process belongs to root.
+    let w = World::new();
+    let pod = pod("notmine");
+    let home = w.dir.join("nobody");
+    std::fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&w.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_tether")])
+        .args(["exec", "--target", &format!("pid:{}", pod.pid), "--", "true"])
+        .env("HOME", &home)
+        .env("XDG_RUNTIME_DIR", home.join("run"))
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .current_dir(&home);
+    let out = run(&mut cmd);
+    fails_saying(&out, &[&format!("pid:{}", pod.pid), "may not", "run tether as the process's user or as root"]);
+    let _ = run(std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_tether"), "daemon", "stop"])
+        .env("XDG_RUNTIME_DIR", home.join("run")));
+}
