@@ -1,0 +1,165 @@
+//! `cargo bench -p tether --bench core`: the core's speed, each figure beside its baseline from
+//! the same run (medians; these machines are noisy, so compare within a run, not across runs).
+//!
+//! Needs root (network namespaces) and gcc. Builds a local pod, a "laptop" namespace with only
+//! loopback (so nothing can leave the machine), and a small C measuring program (`core.c`).
+
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use tether_testkit::PodSpec;
+
+struct Bench {
+    dir: PathBuf,
+    laptop: String,
+    tether: PathBuf,
+    probe: PathBuf,
+    pod_pid: u32,
+}
+
+fn in_netns(cmd: &mut Command, path: PathBuf) -> &mut Command {
+    unsafe {
+        cmd.pre_exec(move || {
+            let f = std::fs::File::open(&path)?;
+            if libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(out.status.success(), "{what} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn field(line: &str, name: &str) -> f64 {
+    let mut words = line.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == name {
+            return words.next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+        }
+    }
+    panic!("no {name} in {line:?}")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+impl Bench {
+    fn tether(&self) -> Command {
+        let mut cmd = Command::new(&self.tether);
+        cmd.env("XDG_RUNTIME_DIR", self.dir.join("run"))
+            .env("XDG_STATE_HOME", self.dir.join("state"))
+            .env("XDG_DATA_HOME", self.dir.join("data"))
+            .current_dir(&self.dir);
+        in_netns(&mut cmd, PathBuf::from(format!("/var/run/netns/{}", self.laptop)));
+        cmd
+    }
+
+    /// The probe under `tether exec`.
+    fn under_tether(&self, args: &[&str]) -> String {
+        let mut cmd = self.tether();
+        cmd.args(["exec", "--target", &format!("pid:{}", self.pod_pid), "--"]).arg(&self.probe).args(args);
+        ok(cmd.output().unwrap(), &format!("tether exec probe {args:?}"))
+    }
+
+    fn bare(&self, args: &[&str], netns: Option<PathBuf>) -> String {
+        let mut cmd = Command::new(&self.probe);
+        cmd.args(args);
+        if let Some(ns) = netns {
+            in_netns(&mut cmd, ns);
+        }
+        ok(cmd.output().unwrap(), &format!("probe {args:?}"))
+    }
+}
+
+fn row(name: &str, tether: String, baseline: String, result: String, goal: &str) {
+    println!("{name:<44} {tether:>14} {baseline:>14} {result:>16}   {goal}");
+}
+
+fn main() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("the core benchmark needs root (network namespaces)");
+        std::process::exit(2);
+    }
+    let target = tether_testkit::programs::target_dir();
+    let profile_dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    let tether = profile_dir.join("tether");
+    assert!(tether.exists() && profile_dir.join("tether-agent").exists(), "build first: cargo build --workspace --release");
+    let dir = std::env::temp_dir().join(format!("tether-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let probe = target.join("bench-core");
+    let built = Command::new("gcc")
+        .args(["-O2", "-o"])
+        .arg(&probe)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/core.c"))
+        .status()
+        .unwrap();
+    assert!(built.success(), "gcc failed");
+
+    let pod = PodSpec::new("bench").file("/app/4k.bin", vec![b'x'; 4096]).start().expect("pod");
+    let laptop = format!("tether-bench-laptop-{}", std::process::id());
+    Command::new("ip").args(["netns", "add", &laptop]).status().unwrap();
+    Command::new("ip").args(["-n", &laptop, "link", "set", "lo", "up"]).status().unwrap();
+    let b = Bench { dir: dir.clone(), laptop: laptop.clone(), tether, probe, pod_pid: pod.pid };
+    let local4k = dir.join("4k.bin");
+    std::fs::write(&local4k, vec![b'x'; 4096]).unwrap();
+    let local4k = local4k.to_str().unwrap();
+
+    // Warm the daemon and the agent.
+    b.under_tether(&["stat", "/app/4k.bin", "10"]);
+
+    println!("{:<44} {:>14} {:>14} {:>16}   goal", "figure (medians)", "tether", "baseline", "result");
+    // 1. Trapped-call overhead on a local file.
+    let t = field(&b.under_tether(&["open", local4k, "20000"]), "median_us");
+    let base = field(&b.bare(&["open", local4k, "20000"], None), "median_us");
+    row("open+close of a local file (us/call)", format!("{t:.2}"), format!("{base:.2}"), format!("+{:.2} us", t - base), "< +15 us");
+
+    // 2. A remote 4 KiB file: open+read+close vs one round trip (a remote stat).
+    let t = field(&b.under_tether(&["read", "/app/4k.bin", "2000"]), "median_us");
+    let rt = field(&b.under_tether(&["stat", "/app/4k.bin", "2000"]), "median_us");
+    let local = field(&b.bare(&["read", local4k, "2000"], None), "median_us");
+    row("remote 4 KiB open+read+close (us)", format!("{t:.1}"), format!("{rt:.1} (1 RTT)"), format!("{:.2} RTTs", t / rt), "1 round trip");
+    row("  same file read locally, bare (us)", format!("{local:.2}"), String::new(), String::new(), "");
+
+    // 3. Outgoing TCP: 1-byte request/response and bulk throughput, vs direct from the pod.
+    let pod_ns = pod.netns_path();
+    let t = field(&b.under_tether(&["rr", "198.18.0.11:7", "5000"]), "median_us");
+    let base = field(&b.bare(&["rr", "198.18.0.11:7", "5000"], Some(pod_ns.clone())), "median_us");
+    row("TCP 1-byte request/response (us)", format!("{t:.1}"), format!("{base:.1}"), format!("+{:.1} us", t - base), "< +100 us");
+    let mut tt = Vec::new();
+    let mut bb = Vec::new();
+    for _ in 0..3 {
+        tt.push(field(&b.under_tether(&["bulk", "198.18.0.12:9", "300000000"]), "mib_per_s"));
+        bb.push(field(&b.bare(&["bulk", "198.18.0.12:9", "300000000"], Some(pod_ns.clone())), "mib_per_s"));
+    }
+    let (t, base) = (median(tt), median(bb));
+    row("TCP bulk throughput (MiB/s)", format!("{t:.0}"), format!("{base:.0}"), format!("{:.2}x", t / base), ">= 0.3x");
+
+    // 4. `tether exec -- /bin/true`, warm daemon and agent, vs spawning /bin/true.
+    let mut tt = Vec::new();
+    let mut bb = Vec::new();
+    for _ in 0..30 {
+        let s = Instant::now();
+        let mut cmd = b.tether();
+        ok(cmd.args(["exec", "--target", &format!("pid:{}", pod.pid), "--", "/bin/true"]).output().unwrap(), "exec true");
+        tt.push(s.elapsed().as_secs_f64() * 1e3);
+        let s = Instant::now();
+        ok(Command::new("/bin/true").output().unwrap(), "true");
+        bb.push(s.elapsed().as_secs_f64() * 1e3);
+    }
+    let (t, base) = (median(tt), median(bb));
+    row("tether exec -- /bin/true, warm (ms)", format!("{t:.1}"), format!("{base:.1}"), format!("+{:.1} ms", t - base), "< 50 ms");
+
+    let _ = b.tether().args(["daemon", "stop"]).output();
+    drop(pod);
+    let _ = Command::new("ip").args(["netns", "del", &laptop]).status();
+    let _ = std::fs::remove_dir_all(&dir);
+}
