@@ -7,9 +7,10 @@
 //!
 //! The order matters (see `shared/notes/seccomp-facts.md`): connect to the daemon *before* the
 //! filter exists, install it, then announce the listener's descriptor number with plain `write`
-//! (never trapped) so the daemon can take it with `pidfd_getfd`; finally close our own copy so that
-//! the listener lives only in the daemon. Nothing between `seccomp()` and the daemon's answer
-//! makes a trapped call.
+//! so the daemon can take it with `pidfd_getfd`; finally close our own copy so that the listener
+//! lives only in the daemon. Nothing between `seccomp()` and the daemon's answer makes a trapped
+//! call: the handshake sends with `sendto` without a destination and receives with `read`, which
+//! no filter traps (`write` is trapped in sessions that write remote files).
 //!
 //! This crate depends on `libc` only: it runs inside arbitrary programs.
 
@@ -98,7 +99,7 @@ pub fn attach(socket: &str, session: &str, token: &str) -> Result<Outcome, Error
     }
 }
 
-/// Sends one request line and reads one reply line, with `write`/`read` only (never trapped).
+/// Sends one request line and reads one reply line, with calls the filter never traps.
 fn exchange(stream: &mut UnixStream, req: &Request<'_>) -> Result<Reply, Error> {
     let line = req.encode();
     write_all(stream, line.as_bytes()).map_err(|e| err("talking to the tether daemon", e, ""))?;
@@ -108,7 +109,9 @@ fn exchange(stream: &mut UnixStream, req: &Request<'_>) -> Result<Reply, Error> 
 
 fn write_all(stream: &UnixStream, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
-        let n = unsafe { libc::write(stream.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+        let n = unsafe {
+            libc::sendto(stream.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL, std::ptr::null(), 0)
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {

@@ -22,7 +22,8 @@ macro_rules! nrs {
 }
 
 nrs!(SYS_openat, SYS_openat2, SYS_newfstatat, SYS_statx, SYS_faccessat, SYS_faccessat2, SYS_readlinkat);
-nrs!(SYS_connect, SYS_sendto, SYS_sendmsg, SYS_execve, SYS_execveat, SYS_write, SYS_pwrite64, SYS_writev);
+nrs!(SYS_connect, SYS_sendto, SYS_sendmsg, SYS_execve, SYS_execveat);
+nrs!(SYS_write, SYS_pwrite64, SYS_writev, SYS_pwritev, SYS_pwritev2, SYS_ftruncate);
 #[cfg(target_arch = "x86_64")]
 nrs!(SYS_open, SYS_creat, SYS_stat, SYS_lstat, SYS_access, SYS_readlink);
 

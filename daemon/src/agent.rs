@@ -145,6 +145,17 @@ impl Agent {
         if reply.errno != 0 { Err(reply.errno) } else { Ok(reply.target) }
     }
 
+    /// Writes `data` at `offset` of a remote file; the answer comes once the target has it.
+    pub async fn write_file(&self, path: &str, offset: u64, data: Vec<u8>, truncate: bool, create: bool, mode: u32) -> Result<u64, i32> {
+        let reply = self
+            .client()
+            .write_file(proto::WriteFileRequest { path: path.into(), offset, data, truncate, create, mode })
+            .await
+            .map_err(|_| libc::EIO)?
+            .into_inner();
+        if reply.errno != 0 { Err(reply.errno) } else { Ok(reply.written) }
+    }
+
     pub async fn resolve(&self, name: &str) -> anyhow::Result<Vec<std::net::IpAddr>> {
         let reply = self.client().resolve(proto::ResolveRequest { name: name.into() }).await.map_err(status)?;
         let reply = reply.into_inner();

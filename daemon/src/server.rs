@@ -135,7 +135,7 @@ impl Daemon {
             write.write_all(Reply::Skip.encode().as_bytes()).await?;
             return Ok(());
         }
-        write.write_all(Reply::Trap(intercept::trapped_syscalls()).encode().as_bytes()).await?;
+        write.write_all(Reply::Trap(s.scope.trapped()).encode().as_bytes()).await?;
         let line = lines.next_line().await?.context("the process left during the handshake")?;
         match Request::decode(&line) {
             Some(Request::Listener { fd }) => {

@@ -128,6 +128,7 @@ impl Sessions {
             rt: tokio::runtime::Handle::current(),
             dir_root,
             dirs: Mutex::default(),
+            writes: intercept::WriteThrough::new(writable_remote(&config)),
         });
         let session = Arc::new(Session {
             id: id.clone(),
@@ -219,6 +220,13 @@ impl Sessions {
         let mut agents = self.agents.lock().await;
         agents.retain(|_, a| a.is_alive());
     }
+}
+
+/// Can this config make a remote file writable?
+fn writable_remote(config: &Config) -> bool {
+    use tether_config::model::FsMode;
+    let fs = &config.feature.fs;
+    fs.mode == FsMode::Write || (fs.mode != FsMode::Local && !fs.read_write.0.is_empty())
 }
 
 /// Programs that are never intercepted: debuggers and the tools that build programs.

@@ -128,3 +128,43 @@ fn a_second_exec_reuses_the_agent() {
     assert_eq!(log.matches("tether-agent ready").count(), 1, "{log}");
     assert_eq!(log.matches("session created").count(), 2, "{log}");
 }
+
+const WRITER: &str = r#"
+import os, sys
+root = sys.argv[1]
+def seen(p):
+    return open(root + p).read()
+f = open("/app/out.txt", "w")
+f.write("hello")
+f.flush()
+print("after flush, the pod has:", repr(seen("/app/out.txt")))
+f.write(" world")
+f.close()
+with open("/app/config.txt", "a") as f:
+    f.write("more\n")
+with open("/app/data/a.txt", "r+") as f:
+    f.truncate(0)
+fd = os.open("/app/data/b.txt", os.O_WRONLY)
+os.pwrite(fd, b"Z", 0)
+os.close(fd)
+print("read back:", repr(open("/app/out.txt").read()))
+"#;
+
+#[test]
+fn write_mode_writes_through_before_the_program_sees_success() {
+    let w = World::new();
+    let pod = pod("fs-writes");
+    let cfg = w.config(r#"{"feature": {"fs": "write"}}"#);
+    let root = pod.root.to_string_lossy().into_owned();
+    let out = w.exec(&pod, &["--config", cfg.to_str().unwrap()], &["python3", "-c", WRITER, &root]);
+    expect_all(&out, &["after flush, the pod has: 'hello'", "read back: 'hello world'"]);
+    let pod_file = |p: &str| std::fs::read_to_string(pod.root.join(p)).unwrap();
+    assert_eq!(pod_file("app/out.txt"), "hello world");
+    assert_eq!(pod_file("app/config.txt"), format!("{POD_FILE_TEXT}more\n"));
+    assert_eq!(pod_file("app/data/a.txt"), "");
+    assert_eq!(pod_file("app/data/b.txt"), "Z");
+    // The shell's own redirections go through too.
+    let out = w.exec(&pod, &["--config", cfg.to_str().unwrap()], &["sh", "-c", "echo appended >> /app/out.txt"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(pod_file("app/out.txt"), "hello worldappended\n");
+}

@@ -87,10 +87,8 @@ impl Call {
             return;
         }
         if writes {
-            // Write-through is not built yet: say so instead of writing into a copy.
-            call.scope.stats.error(format!("{path}: writing remote files is not supported yet"));
-            call.answer(Answer::Errno(libc::EROFS));
-            return;
+            let mode = if call.n.nr as u32 == super::sys::SYS_openat { call.n.args[3] as u32 } else { 0o644 };
+            return call.spawn(move |call| async move { call.open_remote_for_writing(path, flags, mode).await });
         }
         call.spawn(move |call| async move { call.open_remote(path, flags).await })
     }
@@ -131,6 +129,42 @@ impl Call {
         match self.listener.inject(self.n.id, fd.as_raw_fd(), Slot::AsResult, cloexec) {
             Ok(_) => None,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None, // the caller is gone
+            Err(e) => Some(Answer::Errno(e.raw_os_error().unwrap_or(libc::EIO))),
+        }
+    }
+
+    /// A remote file opened for writing: created or truncated on the target first, then held in
+    /// a memfd whose writes are sent through (see `writes`).
+    async fn open_remote_for_writing(&self, path: String, flags: i32, mode: u32) -> Option<Answer> {
+        let agent = &self.scope.agent;
+        let create = flags & libc::O_CREAT != 0;
+        let content = match agent.read_file(&path).await {
+            Ok(_) if create && flags & libc::O_EXCL != 0 => return Some(Answer::Errno(libc::EEXIST)),
+            Ok(file) if flags & libc::O_TRUNC == 0 => file.data,
+            Ok(_) => match agent.write_file(&path, 0, Vec::new(), true, false, 0).await {
+                Ok(_) => Vec::new(),
+                Err(errno) => return Some(Answer::Errno(errno)),
+            },
+            Err(libc::ENOENT) if create => match agent.write_file(&path, 0, Vec::new(), true, true, mode & 0o7777).await {
+                Ok(_) => Vec::new(),
+                Err(errno) => return Some(Answer::Errno(errno)),
+            },
+            Err(errno) => return Some(Answer::Errno(errno)),
+        };
+        let access = flags & (libc::O_WRONLY | libc::O_RDWR | libc::O_APPEND);
+        let file = match memfd_with_access(&path, &content, access) {
+            Ok(f) => f,
+            Err(e) => {
+                self.scope.stats.error(format!("{path}: could not hold the remote file: {e}"));
+                return Some(Answer::Errno(libc::EIO));
+            }
+        };
+        let cloexec = flags & libc::O_CLOEXEC != 0;
+        // Tracked before the program holds it, so no write can slip past.
+        self.scope.writes.track(&file, &path);
+        match self.listener.inject(self.n.id, file.as_raw_fd(), Slot::AsResult, cloexec) {
+            Ok(_) => None,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
             Err(e) => Some(Answer::Errno(e.raw_os_error().unwrap_or(libc::EIO))),
         }
     }
@@ -239,6 +273,11 @@ impl Call {
 
 /// A read-only descriptor for a memfd holding `data`.
 fn memfd(path: &str, data: &[u8]) -> io::Result<OwnedFd> {
+    memfd_with_access(path, data, libc::O_RDONLY).map(OwnedFd::from)
+}
+
+/// A descriptor for a memfd holding `data`, reopened with the access mode the program asked for.
+fn memfd_with_access(path: &str, data: &[u8], access: i32) -> io::Result<std::fs::File> {
     let name = CString::new(format!("tether:{}", path.rsplit('/').next().unwrap_or("file")))
         .unwrap_or_else(|_| CString::new("tether").unwrap());
     let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
@@ -248,13 +287,13 @@ fn memfd(path: &str, data: &[u8]) -> io::Result<OwnedFd> {
     let rw = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut file = std::fs::File::from(rw);
     file.write_all(data)?;
-    // Reopen read-only so that the program's descriptor has the access mode it asked for.
+    // Reopen so that the program's descriptor has the access mode it asked for.
     let proc_path = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
-    let ro = unsafe { libc::open(proc_path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if ro < 0 {
+    let fd = unsafe { libc::open(proc_path.as_ptr(), access | libc::O_CLOEXEC) };
+    if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(unsafe { OwnedFd::from_raw_fd(ro) })
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
 fn as_bytes<T>(v: &T) -> Vec<u8> {

@@ -14,6 +14,7 @@
 
 mod files;
 pub mod memory;
+mod writes;
 pub mod notify;
 pub mod proc;
 mod sockets;
@@ -29,6 +30,7 @@ use tether_config::net::OutgoingRules;
 
 use crate::agent::Agent;
 pub use notify::{Answer, Listener, Next, Notif};
+pub use writes::WriteThrough;
 
 /// Counters a session shows to its users.
 #[derive(Default)]
@@ -76,6 +78,20 @@ pub struct Scope {
     pub dir_root: std::path::PathBuf,
     /// Materialised directory (local path) -> the remote directory it stands for.
     pub dirs: Mutex<HashMap<String, String>>,
+    /// Remote files open for writing (`feature.fs.mode: write`, `read_write`).
+    pub writes: writes::WriteThrough,
+}
+
+impl Scope {
+    /// The system calls this session traps: the base set, plus the write family when remote
+    /// files may be written (so that every write reaches the target before it succeeds).
+    pub fn trapped(&self) -> Vec<u32> {
+        let mut v = trapped_syscalls();
+        if self.writes.enabled {
+            v.extend(writes::TRAPPED);
+        }
+        v
+    }
 }
 
 /// The system calls a session traps.
@@ -199,6 +215,7 @@ impl Call {
             _ if nr == sys::SYS_connect => self.connect(),
             _ if nr == sys::SYS_sendto => self.sendto(),
             _ if nr == sys::SYS_sendmsg => self.sendmsg(),
+            _ if writes::TRAPPED.contains(&nr) => self.write_through(),
             #[cfg(target_arch = "x86_64")]
             _ if nr == sys::SYS_open => self.open(libc::AT_FDCWD, a[0], a[1] as i32),
             #[cfg(target_arch = "x86_64")]
