@@ -1,9 +1,13 @@
 //! `tether`: the CLI and the daemon in one binary. See ARCHITECTURE.md for the map.
 
 mod agent;
+mod bridge;
 mod cli;
 mod client;
+mod doctor;
+mod editor;
 mod intercept;
+mod logs;
 mod paths;
 mod server;
 mod session;
@@ -13,6 +17,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -44,6 +49,20 @@ enum Command {
         config: Option<PathBuf>,
         path: String,
     },
+    /// Check a launch configuration without starting anything (exit status 1 on errors).
+    Doctor {
+        /// The launch file, e.g. .vscode/launch.json.
+        #[arg(long)]
+        launch: PathBuf,
+        /// The configuration's `name` in it.
+        #[arg(long)]
+        name: String,
+        /// The config file (default: .tether/tether.json of the workspace).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the daemon in the foreground (`tether daemon stop` stops a running one).
     Daemon {
         #[arg(value_parser = ["stop"])]
@@ -60,6 +79,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The stdio bridge an editor's language client runs: connects to the daemon, starting one
+    /// when none runs.
+    Lsp {
+        /// Accepted for language clients that pass it; stdio is the only transport.
+        #[arg(long)]
+        stdio: bool,
+    },
+    /// Show the daemon's log.
+    Logs {
+        /// Keep printing new lines.
+        #[arg(long, short)]
+        follow: bool,
+        /// How many of the last lines to print.
+        #[arg(long, short = 'n', default_value_t = 200)]
+        lines: usize,
+    },
+    /// Print a schema: the config file's JSON Schema, or with --editor the editor protocol's
+    /// description (the files checked in under schemas/).
+    Schema {
+        #[arg(long)]
+        editor: bool,
+    },
+    /// Measure the editor protocol (prepareLaunch, bridge latency, idle memory; needs root).
+    #[command(hide = true)]
+    BenchProtocol {
+        /// Iterations per measurement.
+        #[arg(long, default_value_t = 200)]
+        iterations: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -70,10 +118,27 @@ fn main() -> ExitCode {
             cli::exec::run(cli::exec::ExecArgs { target, config, layer, program })
         }
         Command::ExplainPath { config, path } => explain_path(config, &path),
+        Command::Doctor { launch, name, config, json } => {
+            cli::doctor::run(cli::doctor::DoctorArgs { launch, name, config, json })
+        }
         Command::Daemon { action: Some(_) } => stop_daemon(),
         Command::Daemon { action: None } => run_daemon(),
         Command::Status { json } => status(json),
         Command::Demo { program } => cli::demo::run(program),
+        Command::Lsp { stdio: _ } => {
+            init_cli_logging();
+            bridge::run()
+        }
+        Command::Schema { editor: true } => {
+            print!("{}", editor::protocol::description_text());
+            Ok(0)
+        }
+        Command::Schema { editor: false } => {
+            print!("{}", tether_config::json_schema_text());
+            Ok(0)
+        }
+        Command::Logs { follow, lines } => logs::show(lines, follow),
+        Command::BenchProtocol { iterations } => editor::bench::run(iterations),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -90,51 +155,65 @@ fn init_cli_logging() {
 }
 
 fn run_daemon() -> anyhow::Result<i32> {
-    let dir = paths::state_dir();
-    std::fs::create_dir_all(&dir)?;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("daemon.log"))?;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::sync::Mutex::new(log)).init();
+    let _guard = logs::init_daemon()?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(server::run())?;
+    let result = rt.block_on(server::run());
+    if let Err(e) = &result {
+        tracing::error!("the daemon failed: {e:#}");
+    }
+    result?;
     Ok(0)
 }
 
 fn stop_daemon() -> anyhow::Result<i32> {
-    match std::os::unix::net::UnixStream::connect(paths::socket()) {
-        Ok(mut s) => {
-            client::request(&mut s, "stop", serde_json::Value::Null)?;
-            println!("daemon stopping");
-        }
-        Err(_) => println!("no daemon is running"),
-    }
+    let Some(mut conn) = client::connect_existing()? else {
+        println!("no daemon is running");
+        return Ok(0);
+    };
+    conn.call("tether/stopDaemon", serde_json::Value::Null)?;
+    drop(conn);
+    client::wait_until_stopped(std::time::Duration::from_secs(10))?;
+    println!("daemon stopped");
     Ok(0)
 }
 
 fn status(json: bool) -> anyhow::Result<i32> {
-    let Ok(mut s) = std::os::unix::net::UnixStream::connect(paths::socket()) else {
-        println!("no daemon is running");
+    let Some(mut conn) = client::connect_existing()? else {
+        if json {
+            println!("{}", serde_json::json!({"running": false, "sessions": []}));
+        } else {
+            println!("no daemon is running");
+        }
         return Ok(0);
     };
-    let v = client::request(&mut s, "sessions", serde_json::Value::Null)?;
+    let v = conn.call("tether/sessions", serde_json::Value::Null)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
-    let sessions = v["sessions"].as_array().cloned().unwrap_or_default();
-    println!("daemon {} — {} session(s)", v["version"].as_str().unwrap_or("?"), sessions.len());
-    for s in sessions {
+    let r: editor::protocol::SessionsResult = serde_json::from_value(v).context("the daemon's sessions")?;
+    println!("daemon {} — {} session(s)", r.version, r.sessions.len());
+    for s in r.sessions {
+        let c = &s.counters;
         println!(
-            "  {}  {}  processes {}  connections {}  files {}  dns {}",
-            s["id"].as_str().unwrap_or(""),
-            s["target"].as_str().unwrap_or(""),
-            s["processes"].as_array().map_or(0, Vec::len),
-            s["connections"],
-            s["files_read"],
-            s["dns_lookups"]
+            "  {}  {:<8} {}  processes {}  connections {}  files {}  dns {}{}",
+            s.id,
+            format!("{:?}", s.state).to_lowercase(),
+            s.target,
+            s.processes.len(),
+            c.connections_total,
+            c.files_read,
+            c.dns_lookups,
+            s.launch_name.map(|n| format!("  ({n})")).unwrap_or_default(),
         );
-        for e in s["errors"].as_array().into_iter().flatten() {
-            println!("    error: {}", e.as_str().unwrap_or(""));
+        for p in &s.processes {
+            println!("    pid {} {}{}", p.pid, p.executable, if p.skipped { " (skipped)" } else { "" });
+        }
+        if let Some(r) = &s.end_reason {
+            println!("    ended: {r}");
+        }
+        for e in &s.last_errors {
+            println!("    error: {e}");
         }
     }
     Ok(0)

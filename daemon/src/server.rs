@@ -1,31 +1,46 @@
 //! The daemon: one per user, serving its Unix socket.
 //!
 //! A connection starts either with the bootstrap handshake (`ATTACH ...`, from a process that
-//! joins a session) or with a JSON request line (from the CLI). Every peer must be of our uid.
+//! joins a session) or with an editor-protocol message (`Content-Length: ...`, from an editor's
+//! `tether lsp` bridge or the CLI); the first bytes decide. Every peer must be of our uid.
 //! Only one daemon per socket runs: it holds an exclusive lock beside the socket, so two starting
 //! at the same moment end with one serving and the other leaving quietly.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
 use tether_bootstrap::handshake::{FIRST_WORD, Reply, Request};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::editor;
 use crate::intercept::{self, Listener};
-use crate::session::{CreateParams, Sessions, same_secret};
+use crate::session::{Sessions, same_secret};
 
 pub struct Daemon {
     pub sessions: Sessions,
+    pub hub: editor::hub::Hub,
     stop: tokio::sync::Notify,
+    /// Set by a handover request while sessions run: stop once they have ended.
+    retiring: AtomicBool,
 }
 
-/// Holds the daemon lock; `None` when another daemon has it.
-fn lock(socket: &Path) -> anyhow::Result<Option<OwnedFd>> {
+impl Daemon {
+    pub fn request_stop(&self) {
+        self.stop.notify_one();
+    }
+
+    pub fn retire(&self) {
+        self.retiring.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Tries the daemon lock; `None` when another process holds it.
+fn try_lock(socket: &Path) -> anyhow::Result<Option<OwnedFd>> {
     let path = socket.with_extension("lock");
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
     let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC, 0o600) };
@@ -39,7 +54,27 @@ fn lock(socket: &Path) -> anyhow::Result<Option<OwnedFd>> {
     Ok(Some(fd))
 }
 
-/// Runs the daemon in the foreground until `tether daemon stop` or a signal.
+/// Takes the daemon lock, or answers `None` when another daemon serves the socket. A lock held
+/// by a daemon that is stopping (its socket is gone) is waited for.
+fn lock(socket: &Path) -> anyhow::Result<Option<OwnedFd>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(fd) = try_lock(socket)? {
+            return Ok(Some(fd));
+        }
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() || Instant::now() > deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether a daemon holds the lock of `socket` (without taking it for long).
+pub fn is_running(socket: &Path) -> bool {
+    matches!(try_lock(socket), Ok(None))
+}
+
+/// Runs the daemon in the foreground until `tether daemon stop`, a handover or a signal.
 pub async fn run() -> anyhow::Result<()> {
     let socket = crate::paths::socket();
     let dir = socket.parent().context("socket path has no directory")?.to_path_buf();
@@ -51,16 +86,26 @@ pub async fn run() -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "daemon ready");
-    let daemon = Arc::new(Daemon { sessions: Sessions::new(dir), stop: tokio::sync::Notify::new() });
+    tracing::info!(socket = %socket.display(), version = %editor::protocol::daemon_version(), pid = std::process::id(), "daemon ready");
+    let daemon = Arc::new(Daemon {
+        sessions: Sessions::new(dir),
+        hub: Default::default(),
+        stop: tokio::sync::Notify::new(),
+        retiring: AtomicBool::new(false),
+    });
 
     let sweeper = daemon.clone();
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
             sweeper.sessions.sweep().await;
+            if sweeper.retiring.load(Ordering::SeqCst) && sweeper.sessions.active() == 0 {
+                tracing::info!("the last session ended: handing over to the newer version");
+                sweeper.request_stop();
+            }
         }
     });
+    tokio::spawn(editor::hub::session_notifier(daemon.clone()));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
@@ -84,35 +129,41 @@ pub async fn run() -> anyhow::Result<()> {
     }
     tracing::info!("daemon stopping");
     let _ = std::fs::remove_file(&socket);
+    // Let the answer to `tether/stopDaemon` or `tether/handover` reach its client.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
 }
 
 impl Daemon {
-    async fn connection(self: Arc<Self>, stream: UnixStream) -> anyhow::Result<()> {
+    async fn connection(self: Arc<Self>, mut stream: UnixStream) -> anyhow::Result<()> {
         let cred = stream.peer_cred()?;
         if cred.uid() != unsafe { libc::geteuid() } {
             bail!("refused a connection from uid {}", cred.uid());
         }
         let pid = cred.pid().context("no peer pid")? as u32;
-        let (read, mut write) = stream.into_split();
-        let mut lines = BufReader::new(read.take(1 << 20)).lines();
-        let Some(first) = lines.next_line().await? else { return Ok(()) };
-        if first.starts_with(FIRST_WORD) {
-            let reply = self.attach(pid, &first, &mut lines, &mut write).await;
-            if let Err(e) = &reply {
-                write.write_all(Reply::Err(format!("{e:#}")).encode().as_bytes()).await?;
+        // Read until the first bytes say which protocol this is.
+        let word = FIRST_WORD.as_bytes();
+        let mut prefix = Vec::new();
+        let mut buf = [0u8; 8];
+        while prefix.len() < word.len() && word.starts_with(&prefix) {
+            let n = stream.read(&mut buf[..word.len() - prefix.len()]).await?;
+            if n == 0 {
+                return Ok(());
             }
-            return reply;
+            prefix.extend_from_slice(&buf[..n]);
         }
-        let mut line = Some(first);
-        while let Some(l) = line {
-            let answer = self.request(l.as_str()).await;
-            let mut text = answer.to_string();
-            text.push('\n');
-            write.write_all(text.as_bytes()).await?;
-            line = lines.next_line().await?;
+        if !prefix.starts_with(word) {
+            editor::serve(self, stream, prefix).await;
+            return Ok(());
         }
-        Ok(())
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(std::io::Cursor::new(prefix).chain(read).take(1 << 20)).lines();
+        let Some(first) = lines.next_line().await? else { return Ok(()) };
+        let reply = self.attach(pid, &first, &mut lines, &mut write).await;
+        if let Err(e) = &reply {
+            write.write_all(Reply::Err(format!("{e:#}")).encode().as_bytes()).await?;
+        }
+        reply
     }
 
     /// The bootstrap handshake (see `tether_bootstrap::handshake`).
@@ -151,55 +202,5 @@ impl Daemon {
         }
         write.write_all(Reply::Ok.encode().as_bytes()).await?;
         Ok(())
-    }
-
-    /// One JSON request line from the CLI: `{"method": ..., "params": ...}`.
-    async fn request(&self, line: &str) -> Value {
-        let req: Value = match serde_json::from_str(line) {
-            Ok(v) => v,
-            Err(e) => return json!({"error": format!("malformed request: {e}")}),
-        };
-        let params = req.get("params").cloned().unwrap_or(Value::Null);
-        let result = match req.get("method").and_then(Value::as_str) {
-            Some("createSession") => match serde_json::from_value::<CreateParams>(params) {
-                Ok(p) => self.sessions.create(p).await.map(|info| serde_json::to_value(info).unwrap()),
-                Err(e) => Err(anyhow::anyhow!("bad createSession parameters: {e}")),
-            },
-            Some("sessions") => Ok(self.status()),
-            Some("stop") => {
-                self.stop.notify_one();
-                Ok(json!({"stopping": true}))
-            }
-            Some("version") => Ok(json!({"version": env!("CARGO_PKG_VERSION")})),
-            Some(m) => Err(anyhow::anyhow!("unknown method `{m}`")),
-            None => Err(anyhow::anyhow!("request without a method")),
-        };
-        match result {
-            Ok(v) => json!({"result": v}),
-            Err(e) => json!({"error": format!("{e:#}")}),
-        }
-    }
-
-    fn status(&self) -> Value {
-        use std::sync::atomic::Ordering::Relaxed;
-        let sessions: Vec<Value> = self
-            .sessions
-            .list()
-            .iter()
-            .map(|s| {
-                let st = &s.scope.stats;
-                json!({
-                    "id": s.id,
-                    "target": s.target.to_string(),
-                    "listeners": s.listeners.load(Relaxed),
-                    "processes": st.processes.lock().unwrap().values().cloned().collect::<Vec<_>>(),
-                    "connections": st.connections.load(Relaxed),
-                    "files_read": st.files_read.load(Relaxed),
-                    "dns_lookups": st.dns_lookups.load(Relaxed),
-                    "errors": st.errors.lock().unwrap().iter().cloned().collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        json!({"version": env!("CARGO_PKG_VERSION"), "sessions": sessions})
     }
 }

@@ -2,24 +2,39 @@
 //!
 //! A session is created by a client (the CLI or an editor), then joined by the processes it
 //! launches (the bootstrap handshake hands over their seccomp listeners). It ends when its last
-//! listener has no process left, or when nothing joined it within [`JOIN_DEADLINE`]. Agents are
-//! kept per target and reused by later sessions while they are alive.
+//! listener has no process left, when nothing joined it within [`JOIN_DEADLINE`], or when a
+//! client stops it (`tether/stopSession`, `tether/launchEnded`). Agents are kept per target and
+//! reused by later sessions while they are alive.
+//!
+//! Clients see sessions as [`SessionSnapshot`]s: `starting` while the agent starts, `ready` while
+//! processes may join, then `failed` or `ended` (the last [`ENDED_KEPT`] stay listed). Every change
+//! of the table wakes [`Sessions::changed`], which the editor hub turns into notifications.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tether_config::Config;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::editor::protocol::{AgentInfo, Counters, Diagnostic, ProcessInfo, SessionSnapshot, SessionState};
 
 use crate::intercept::{self, Scope, Stats};
 use crate::target::{TargetSpec, local};
 
 /// A session that nothing joined within this time is dropped.
 pub const JOIN_DEADLINE: Duration = Duration::from_secs(120);
+/// How many ended or failed sessions stay listed.
+pub const ENDED_KEPT: usize = 16;
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
 
 pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
@@ -33,16 +48,22 @@ pub fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// What a client asks for.
-#[derive(Debug, Deserialize)]
+/// What a client asks for (`tether/createSession`).
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
 pub struct CreateParams {
+    /// The target (`pid:1234`); default: `target.path` of the config file.
     pub target: Option<String>,
+    /// The config file; default: `<cwd>/.tether/tether.json` when it exists.
     pub config: Option<PathBuf>,
+    /// The project directory: where the config is looked up, and a directory that stays local.
     pub cwd: PathBuf,
+    /// A name for people (the editor's launch name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// What a launched process needs to join the session.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct SessionInfo {
     pub session: String,
     pub token: String,
@@ -56,6 +77,10 @@ pub struct SessionInfo {
     pub layer: PathBuf,
     /// `layer.require`: a process that cannot be intercepted stops instead of running unseen.
     pub require: bool,
+    /// The target's whole environment, before the config's rules (for the doctor; not sent).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub remote_env: BTreeMap<String, String>,
 }
 
 pub struct Session {
@@ -66,29 +91,154 @@ pub struct Session {
     pub created: Instant,
     pub listeners: AtomicUsize,
     pub joined: std::sync::atomic::AtomicBool,
-    _agent: Arc<local::LocalAgent>,
+    /// Seconds since the Unix epoch, for people.
+    pub created_unix: u64,
+    pub label: Option<String>,
+    pub workspace: PathBuf,
+    /// What the doctor found while the session runs.
+    pub diagnostics: Mutex<Vec<Diagnostic>>,
+    agent: Arc<local::LocalAgent>,
+}
+
+impl Session {
+    /// How the session looks to clients now.
+    pub fn snapshot(&self, state: SessionState, end_reason: Option<String>) -> SessionSnapshot {
+        use std::sync::atomic::Ordering::Relaxed;
+        let st = &self.scope.stats;
+        let hello = &self.agent.agent.hello;
+        SessionSnapshot {
+            id: self.id.clone(),
+            target: self.target.to_string(),
+            state,
+            agent: Some(AgentInfo {
+                version: hello.agent_version.clone(),
+                target_pid: hello.target_pid,
+                capabilities: hello.capabilities.clone(),
+            }),
+            processes: st
+                .processes
+                .lock()
+                .unwrap()
+                .values()
+                .map(|p| ProcessInfo {
+                    pid: p.pid,
+                    executable: p.executable.clone(),
+                    since: p.since,
+                    skipped: p.skipped,
+                })
+                .collect(),
+            counters: Counters {
+                connections_total: st.connections.load(Relaxed),
+                files_read: st.files_read.load(Relaxed),
+                dns_lookups: st.dns_lookups.load(Relaxed),
+                ..Counters::default()
+            },
+            last_errors: st.errors.lock().unwrap().iter().cloned().collect(),
+            diagnostics: self.diagnostics.lock().unwrap().clone(),
+            created: self.created_unix,
+            end_reason,
+            launch_name: self.label.clone(),
+            workspace_folder: Some(self.workspace.clone()),
+        }
+    }
 }
 
 pub struct Sessions {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Sessions whose agent is starting, as clients see them.
+    starting: Mutex<HashMap<String, SessionSnapshot>>,
+    /// The last ended or failed sessions, newest first.
+    ended: Mutex<VecDeque<SessionSnapshot>>,
+    /// Stopped sessions whose processes still run: their directories go when the last one exits.
+    draining: Mutex<Vec<Arc<Session>>>,
     agents: tokio::sync::Mutex<HashMap<TargetSpec, Arc<local::LocalAgent>>>,
     runtime_dir: PathBuf,
+    changed: tokio::sync::Notify,
 }
 
 impl Sessions {
     pub fn new(runtime_dir: PathBuf) -> Sessions {
-        Sessions { sessions: Mutex::default(), agents: Default::default(), runtime_dir }
+        Sessions {
+            sessions: Mutex::default(),
+            starting: Mutex::default(),
+            ended: Mutex::default(),
+            draining: Mutex::default(),
+            agents: Default::default(),
+            runtime_dir,
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Wakes whoever waits in [`Sessions::changed`] (one waiter: the editor hub).
+    pub fn touch(&self) {
+        self.changed.notify_one();
+    }
+
+    /// Resolves after the table changed (a change before the call counts too).
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    /// Sessions that are starting or live.
+    pub fn active(&self) -> usize {
+        self.sessions.lock().unwrap().len() + self.starting.lock().unwrap().len()
+    }
+
+    /// Every session as clients see it: starting, live, then the recently ended ones.
+    pub fn snapshots(&self) -> Vec<SessionSnapshot> {
+        let mut out: Vec<SessionSnapshot> = self.starting.lock().unwrap().values().cloned().collect();
+        let mut live: Vec<Arc<Session>> = self.sessions.lock().unwrap().values().cloned().collect();
+        live.sort_by_key(|s| s.created);
+        out.extend(live.iter().map(|s| s.snapshot(SessionState::Ready, None)));
+        out.extend(self.ended.lock().unwrap().iter().cloned());
+        out
+    }
+
+    fn remember_ended(&self, snapshot: SessionSnapshot) {
+        let mut ended = self.ended.lock().unwrap();
+        ended.push_front(snapshot);
+        ended.truncate(ENDED_KEPT);
+    }
+
+    /// Adds a finding of the doctor to a live session.
+    pub fn add_diagnostic(&self, id: &str, d: Diagnostic) {
+        if let Some(s) = self.get(id) {
+            s.diagnostics.lock().unwrap().push(d);
+            self.touch();
+        }
+    }
+
+    /// Ends a live session now: no process may join it any more; with `terminate`, its
+    /// processes get SIGTERM. Returns whether it was live.
+    pub fn stop(&self, id: &str, reason: &str, terminate: bool) -> bool {
+        let Some(s) = self.sessions.lock().unwrap().remove(id) else { return false };
+        if terminate {
+            let pids: Vec<u32> = s.scope.stats.processes.lock().unwrap().keys().copied().collect();
+            for pid in pids {
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            }
+        }
+        tracing::info!(session = %id, reason, "session stopped");
+        self.remember_ended(s.snapshot(SessionState::Ended, Some(reason.to_string())));
+        self.draining.lock().unwrap().push(s);
+        self.touch();
+        true
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {
         self.sessions.lock().unwrap().get(id).cloned()
     }
 
-    pub fn list(&self) -> Vec<Arc<Session>> {
-        self.sessions.lock().unwrap().values().cloned().collect()
+    pub async fn create(&self, params: CreateParams) -> anyhow::Result<SessionInfo> {
+        self.create_reporting(params, None).await
     }
 
-    pub async fn create(&self, params: CreateParams) -> anyhow::Result<SessionInfo> {
+    /// [`Sessions::create`], sending progress lines to `progress` while an agent starts.
+    pub async fn create_reporting(
+        &self,
+        params: CreateParams,
+        progress: Option<&UnboundedSender<String>>,
+    ) -> anyhow::Result<SessionInfo> {
         let (config, config_path) = match &params.config {
             Some(p) => (tether_config::load(p)?, Some(p.clone())),
             None => tether_config::discover(&params.cwd)?,
@@ -99,7 +249,46 @@ impl Sessions {
             .or_else(|| config.target.path.clone())
             .context("no target: pass --target pid:<PID>, or set `target.path` in .tether/tether.json")?;
         let target = TargetSpec::parse(&target_text)?;
-        let agent = self.agent_for(&target, &config).await?;
+        let id = random_hex(8);
+        let starting = SessionSnapshot {
+            id: id.clone(),
+            target: target.to_string(),
+            state: SessionState::Starting,
+            agent: None,
+            processes: Vec::new(),
+            counters: Counters::default(),
+            last_errors: Vec::new(),
+            diagnostics: Vec::new(),
+            created: unix_now(),
+            end_reason: None,
+            launch_name: params.label.clone(),
+            workspace_folder: Some(params.cwd.clone()),
+        };
+        self.starting.lock().unwrap().insert(id.clone(), starting.clone());
+        self.touch();
+        let built = self.build(&id, &params, &config, config_path, &target, progress).await;
+        self.starting.lock().unwrap().remove(&id);
+        if let Err(e) = &built {
+            let mut failed = starting;
+            failed.state = SessionState::Failed;
+            failed.last_errors.push(format!("{e:#}"));
+            failed.end_reason = Some("it could not start".into());
+            self.remember_ended(failed);
+        }
+        self.touch();
+        built
+    }
+
+    async fn build(
+        &self,
+        id: &str,
+        params: &CreateParams,
+        config: &Config,
+        config_path: Option<PathBuf>,
+        target: &TargetSpec,
+        progress: Option<&UnboundedSender<String>>,
+    ) -> anyhow::Result<SessionInfo> {
+        let agent = self.agent_for(target, config, progress).await?;
         let remote_env = agent.agent.env().await.with_context(|| format!("reading the environment of {target}"))?;
         let env = tether_config::env::remote_env(&remote_env, &config.feature.env);
 
@@ -108,13 +297,15 @@ impl Sessions {
         let paths = tether_config::fs::PathRules::new(&config.feature.fs, &ctx)?;
         let mut outgoing = tether_config::net::OutgoingRules::new(&config.feature.network.outgoing)?;
         for name in outgoing.host_names() {
-            let addrs = agent.agent.resolve(&name).await.with_context(|| {
-                format!("resolving `{name}` from feature.network.outgoing.filter in {target}")
-            })?;
+            let addrs = agent
+                .agent
+                .resolve(&name)
+                .await
+                .with_context(|| format!("resolving `{name}` from feature.network.outgoing.filter in {target}"))?;
             outgoing.set_resolved(&name, addrs);
         }
 
-        let id = random_hex(8);
+        let id = id.to_string();
         let dir_root = self.runtime_dir.join("sessions").join(&id);
         crate::paths::private_dir(&dir_root)?;
         let skip_config = config.clone();
@@ -128,7 +319,7 @@ impl Sessions {
             rt: tokio::runtime::Handle::current(),
             dir_root,
             dirs: Mutex::default(),
-            writes: intercept::WriteThrough::new(writable_remote(&config)),
+            writes: intercept::WriteThrough::new(writable_remote(config)),
         });
         let session = Arc::new(Session {
             id: id.clone(),
@@ -138,7 +329,11 @@ impl Sessions {
             created: Instant::now(),
             listeners: AtomicUsize::new(0),
             joined: Default::default(),
-            _agent: agent,
+            created_unix: unix_now(),
+            label: params.label.clone(),
+            workspace: params.cwd.clone(),
+            diagnostics: Mutex::default(),
+            agent,
         });
         let layer = install_layer(config.layer.dir.as_deref())?;
         tracing::info!(session = %id, %target, config = ?config_path, "session created");
@@ -151,13 +346,19 @@ impl Sessions {
             env_unset: Vec::new(),
             layer,
             require: config.layer.require,
+            remote_env,
         };
         self.sessions.lock().unwrap().insert(id, session);
         Ok(info)
     }
 
     /// The running agent for `target`, or a new one.
-    async fn agent_for(&self, target: &TargetSpec, config: &Config) -> anyhow::Result<Arc<local::LocalAgent>> {
+    async fn agent_for(
+        &self,
+        target: &TargetSpec,
+        config: &Config,
+        progress: Option<&UnboundedSender<String>>,
+    ) -> anyhow::Result<Arc<local::LocalAgent>> {
         let mut agents = self.agents.lock().await;
         if let Some(a) = agents.get(target) {
             if a.is_alive() {
@@ -167,6 +368,9 @@ impl Sessions {
             agents.remove(target);
         }
         let TargetSpec::Pid(pid) = target;
+        if let Some(p) = progress {
+            let _ = p.send(format!("starting the agent for {target}"));
+        }
         let agent = local::start(
             *pid,
             Duration::from_secs(config.agent.startup_timeout),
@@ -174,6 +378,9 @@ impl Sessions {
             &self.runtime_dir,
         )
         .await?;
+        if let Some(p) = progress {
+            let _ = p.send(format!("the agent for {target} is up"));
+        }
         let agent = Arc::new(agent);
         agents.insert(target.clone(), agent.clone());
         Ok(agent)
@@ -195,28 +402,44 @@ impl Sessions {
             session.listeners.fetch_sub(1, Ordering::SeqCst);
             session.scope.stats.error(format!("could not start a supervisor thread: {e}"));
         }
+        self.touch();
     }
 
     /// Drops ended sessions and agents that no session uses and that died.
     pub async fn sweep(&self) {
-        let ended: Vec<String> = {
+        let ended: Vec<(String, &str)> = {
             let sessions = self.sessions.lock().unwrap();
             sessions
                 .values()
-                .filter(|s| {
+                .filter_map(|s| {
                     let joined = s.joined.load(Ordering::SeqCst);
                     let live = s.listeners.load(Ordering::SeqCst);
-                    (joined && live == 0) || (!joined && s.created.elapsed() > JOIN_DEADLINE)
+                    if joined && live == 0 {
+                        Some((s.id.clone(), "all its processes exited"))
+                    } else if !joined && s.created.elapsed() > JOIN_DEADLINE {
+                        Some((s.id.clone(), "no process joined it within 120 s"))
+                    } else {
+                        None
+                    }
                 })
-                .map(|s| s.id.clone())
                 .collect()
         };
-        for id in ended {
-            if let Some(s) = self.sessions.lock().unwrap().remove(&id) {
-                tracing::info!(session = %id, "session ended");
+        for (id, reason) in ended {
+            let removed = self.sessions.lock().unwrap().remove(&id);
+            if let Some(s) = removed {
+                tracing::info!(session = %id, reason, "session ended");
                 let _ = std::fs::remove_dir_all(&s.scope.dir_root);
+                self.remember_ended(s.snapshot(SessionState::Ended, Some(reason.into())));
+                self.touch();
             }
         }
+        self.draining.lock().unwrap().retain(|s| {
+            let done = s.listeners.load(Ordering::SeqCst) == 0;
+            if done {
+                let _ = std::fs::remove_dir_all(&s.scope.dir_root);
+            }
+            !done
+        });
         let mut agents = self.agents.lock().await;
         agents.retain(|_, a| a.is_alive());
     }
@@ -232,6 +455,17 @@ fn writable_remote(config: &Config) -> bool {
 /// Programs that are never intercepted: debuggers and the tools that build programs.
 pub const BUILT_IN_SKIPS: &[&str] = &["gdb", "lldb", "dlv", "lldb-server", "gdbserver", "strace", "ltrace"];
 
+/// A file's identity and version: inode, size and modification time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileId(u64, u64, i64, i64);
+
+impl FileId {
+    fn of(m: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId(m.ino(), m.size(), m.mtime(), m.mtime_nsec())
+    }
+}
+
 /// Places the layer library at a stable per-user path (or `layer.dir`) and returns that path.
 pub fn install_layer(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
     let dir = dir.map(Path::to_path_buf).unwrap_or_else(crate::paths::layer_dir);
@@ -240,6 +474,16 @@ pub fn install_layer(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
         // Without a layer only `tether exec` launches work; editor launches report it.
         return Ok(dest);
     };
+    // Comparing the libraries costs milliseconds per launch: remember the last copy made (or
+    // found equal) by the source's and the copy's identity, and compare again only when either
+    // changed.
+    static INSTALLED: Mutex<Option<(PathBuf, FileId, FileId)>> = Mutex::new(None);
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| FileId::of(&m));
+    if let (Some(s), Some(d)) = (id(&src), id(&dest))
+        && INSTALLED.lock().unwrap().as_ref() == Some(&(dest.clone(), s, d))
+    {
+        return Ok(dest);
+    }
     let same = match (std::fs::read(&src), std::fs::read(&dest)) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
@@ -249,6 +493,9 @@ pub fn install_layer(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
         let tmp = dir.join(format!(".libtether_layer.so.{}", random_hex(4)));
         std::fs::copy(&src, &tmp).with_context(|| format!("copying the layer to {}", dir.display()))?;
         std::fs::rename(&tmp, &dest)?;
+    }
+    if let (Some(s), Some(d)) = (id(&src), id(&dest)) {
+        *INSTALLED.lock().unwrap() = Some((dest.clone(), s, d));
     }
     if !dest.exists() {
         bail!("the layer is missing at {}", dest.display());

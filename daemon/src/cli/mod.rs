@@ -2,3 +2,4 @@
 
 pub mod exec;
 pub mod demo;
+pub mod doctor;
