@@ -168,3 +168,40 @@ fn an_environment_stripping_runner_is_reported_within_the_deadline() {
     assert!(message.contains("turbo"), "the runner is named: {message}");
     assert!(message.contains("skip"), "the skip list is named: {message}");
 }
+
+#[test]
+fn tether_doctor_reads_launch_json_and_says_what_it_would_change() {
+    let world = World::new();
+    let vscode = world.project.join(".vscode");
+    std::fs::create_dir_all(&vscode).unwrap();
+    std::fs::write(
+        vscode.join("launch.json"),
+        r#"{
+  // VS Code writes comments and trailing commas
+  "version": "0.2.0",
+  "configurations": [
+    {"name": "Launch Package", "type": "go", "request": "launch", "mode": "debug",
+     "program": "${workspaceFolder}", "buildFlags": ["-tags", "dev", "-ldflags", "-s -w"],},
+    {"name": "Attach", "type": "go", "request": "attach", "processId": 1},
+  ],
+}"#,
+    )
+    .unwrap();
+    let launch = vscode.join("launch.json");
+    let out = common::run(world.tether().arg("doctor").arg("--launch").arg(&launch).args(["--name", "Launch Package"]));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", common::text(&out));
+    assert!(said.contains("go-linkmode") && said.contains("-s -w -linkmode external"), "{said}");
+
+    let out = common::run(world.tether().arg("doctor").arg("--launch").arg(&launch).args(["--name", "Launch Package", "--json"]));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["launch"]["buildFlags"], json!(["-tags", "dev", "-ldflags", "-s -w -linkmode external"]));
+
+    let out = common::run(world.tether().arg("doctor").arg("--launch").arg(&launch).args(["--name", "Attach"]));
+    assert_eq!(out.status.code(), Some(1), "{}", common::text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("launch-attach"));
+
+    let out = common::run(world.tether().arg("doctor").arg("--launch").arg(&launch).args(["--name", "Nope"]));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Launch Package, Attach"), "{}", common::text(&out));
+}
