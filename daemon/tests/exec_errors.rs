@@ -120,3 +120,62 @@ fn a_user_who_may_not_trace_the_target() {
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_tether"), "daemon", "stop"])
         .env("XDG_RUNTIME_DIR", home.join("run")));
 }
+
+/// Runs its arguments with `seccomp(2)` failing with ENOSYS, as on a kernel without seccomp
+/// filters.
+const NO_SECCOMP: &str = r#"
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_seccomp, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {4, f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)) {
+        perror("filter");
+        return 99;
+    }
+    execvp(argv[1], argv + 1);
+    perror("exec");
+    return 98;
+}
+"#;
+
+#[test]
+fn a_kernel_without_seccomp_user_notification() {
+    let w = World::new();
+    let pod = pod("noseccomp");
+    let src = w.project.join("noseccomp.c");
+    let bin = w.project.join("noseccomp");
+    std::fs::write(&src, NO_SECCOMP).unwrap();
+    assert!(std::process::Command::new("gcc").arg("-o").arg(&bin).arg(&src).status().unwrap().success());
+    // Start the daemon normally first: only the launched process lacks seccomp.
+    let out = w.exec(&pod, &[], &["true"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // `ip netns exec LAPTOP noseccomp tether exec ...`
+    let mut cmd = w.tether();
+    let args: Vec<std::ffi::OsString> = cmd.get_args().map(|a| a.to_os_string()).collect();
+    let (netns, tether) = args.split_at(3);
+    let mut wrapped = std::process::Command::new(cmd.get_program());
+    wrapped.args(netns).arg(&bin).args(tether);
+    wrapped.args(["exec", "--target", &format!("pid:{}", pod.pid), "--", "cat", POD_FILE]);
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    wrapped.current_dir(&w.project);
+    let out = run(&mut wrapped);
+    fails_saying(&out, &["installing the seccomp filter", "seccomp user notification"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(POD_FILE_TEXT.trim()), "the program must not run");
+}
