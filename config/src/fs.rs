@@ -22,7 +22,10 @@
 //!    system directories `/proc`, `/sys`, `/dev`, `/run`, `/tmp`, `/var/tmp`, `/usr`, `/lib`,
 //!    `/lib32`, `/lib64`, `/libx32`, `/bin`, `/sbin`, `/boot`, `/snap`, `/nix`, `/opt/homebrew`,
 //!    `/etc` (but for the three remote files), and `/` itself. The program's own code,
-//!    interpreters, shared libraries and devices must come from this machine.
+//!    interpreters, shared libraries and devices must come from this machine. The directories
+//!    that lead to the project and home directories (`/opt` and `/opt/work` for a project in
+//!    `/opt/work/app`) are local too, exactly those paths and not what else they hold: runtimes
+//!    resolve a program's real path one component at a time.
 //! 7. Everything else (`/app/config.txt`, `/var/run/secrets/...`, `/data`) follows the mode:
 //!    - `read` (default): remote, read-only. A **write** access (`O_WRONLY`, `O_RDWR`,
 //!      `O_CREAT`, `O_TRUNC`) goes to the local file instead: the target is never changed, and
@@ -162,6 +165,8 @@ pub struct PathRules {
     remote_files: Vec<(Prefix, Arc<str>)>,
     hidden: Vec<Prefix>,
     local_dirs: Vec<Prefix>,
+    /// The directories leading to the project and home directories (exact paths).
+    ancestors: Vec<Prefix>,
     etc: Prefix,
     relative: Arc<str>,
     root: Arc<str>,
@@ -250,6 +255,21 @@ impl PathRules {
                 rule: rule.into(),
             });
         }
+        let mut ancestors: Vec<Prefix> = Vec::new();
+        for dir in &local_dirs {
+            let mut at = dir.path.as_str();
+            while let Some((parent, _)) = at.rsplit_once('/') {
+                if parent.is_empty() || ancestors.iter().any(|a| a.path == parent) {
+                    break;
+                }
+                let rule = format!("built-in: {parent} leads to {} and stays local", dir.path);
+                ancestors.push(Prefix {
+                    path: parent.into(),
+                    rule: rule.into(),
+                });
+                at = parent;
+            }
+        }
         local_dirs.push(Prefix {
             path: "/home".into(),
             rule: "built-in: /home stays local".into(),
@@ -288,6 +308,7 @@ impl PathRules {
             remote_files,
             hidden,
             local_dirs,
+            ancestors,
             etc: Prefix {
                 path: "/etc".into(),
                 rule: "built-in: system directory /etc stays local (but for resolv.conf, hosts, hostname)".into(),
@@ -344,6 +365,9 @@ impl PathRules {
         }
         if path == "/" {
             return d(Route::Local, &self.root);
+        }
+        if let Some(p) = self.ancestors.iter().find(|p| p.path == path) {
+            return d(Route::Local, &p.rule);
         }
         match self.mode {
             FsMode::Read => remote_ro(access, &self.fallback_read, &self.fallback_write),
@@ -665,5 +689,23 @@ mod tests {
             r.explain("/home/dev/.aws/config")
                 .contains(": not found (built-in: credentials")
         );
+    }
+}
+
+#[cfg(test)]
+mod ancestor_tests {
+    use super::*;
+    use crate::model::FsConfig;
+
+    #[test]
+    fn the_directories_leading_to_the_project_are_local_but_not_their_other_content() {
+        let ctx = RuleContext { home: Some("/root".into()), project_dirs: vec!["/opt/work/app".into()] };
+        let r = PathRules::new(&FsConfig::default(), &ctx).unwrap();
+        for p in ["/opt", "/opt/work", "/opt/work/app/main.js"] {
+            assert_eq!(r.decide(p, Access::Read).route, Route::Local, "{p}: {}", r.decide(p, Access::Read).rule);
+        }
+        assert!(r.decide("/opt", Access::Read).rule.contains("leads to /opt/work/app"));
+        assert_eq!(r.decide("/opt/other", Access::Read).route, Route::Remote { writable: false });
+        assert_eq!(r.decide("/opt/work/other", Access::Read).route, Route::Remote { writable: false });
     }
 }

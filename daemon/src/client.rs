@@ -65,17 +65,29 @@ impl Connection {
         }
     }
 
-    /// `initialize` as a CLI client: no session notifications.
+    /// `initialize` as a CLI client: no session notifications. A daemon that does not answer in
+    /// time (a hung or foreign process on our socket) is an error, never a hang.
     fn initialize(mut self) -> anyhow::Result<Connection> {
-        let result = self.call(
-            "initialize",
-            json!({
-                "processId": std::process::id(),
-                "capabilities": {},
-                "clientInfo": {"name": "tether-cli", "version": env!("CARGO_PKG_VERSION")},
-                "initializationOptions": {"sessionNotifications": false},
-            }),
-        )?;
+        const LIMIT: Duration = Duration::from_secs(10);
+        self.stream.set_read_timeout(Some(LIMIT)).context("setting a timeout on the daemon socket")?;
+        let result = self
+            .call(
+                "initialize",
+                json!({
+                    "processId": std::process::id(),
+                    "capabilities": {},
+                    "clientInfo": {"name": "tether-cli", "version": env!("CARGO_PKG_VERSION")},
+                    "initializationOptions": {"sessionNotifications": false},
+                }),
+            )
+            .with_context(|| {
+                format!(
+                    "the process serving {} did not answer `initialize` within {LIMIT:?}; if it is a stale \
+                     tether daemon, stop it (`pkill -f 'tether daemon'`) and retry",
+                    crate::paths::socket().display()
+                )
+            })?;
+        self.stream.set_read_timeout(None).context("clearing the timeout on the daemon socket")?;
         self.daemon_version = result["serverInfo"]["version"].as_str().unwrap_or("").to_string();
         Ok(self)
     }

@@ -179,3 +179,24 @@ fn a_kernel_without_seccomp_user_notification() {
     fails_saying(&out, &["installing the seccomp filter", "seccomp user notification"]);
     assert!(!String::from_utf8_lossy(&out.stdout).contains(POD_FILE_TEXT.trim()), "the program must not run");
 }
+
+#[test]
+fn a_process_on_the_daemon_socket_that_never_answers() {
+    let w = World::new();
+    let dir = w.dir.join("run/tether");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let socket = dir.join(format!("daemon-v{}.sock", env!("CARGO_PKG_VERSION_MAJOR")));
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let held = std::thread::spawn(move || {
+        let conn = listener.accept();
+        std::thread::sleep(std::time::Duration::from_secs(20));
+        drop(conn);
+    });
+    let started = std::time::Instant::now();
+    let out = run(w.tether().args(["status"]));
+    fails_saying(&out, &["did not answer `initialize`", "pkill"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "{:?}", started.elapsed());
+    std::fs::remove_file(&socket).unwrap();
+    drop(held);
+}
