@@ -10,6 +10,7 @@
 
 use crate::activity::Activity;
 use crate::auth::Token;
+use crate::incoming::Incoming;
 use crate::netns::{NetnsThread, SocketSpec};
 use std::io;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::sync::Arc;
 use tether_protocol::fdpass::{FdReply, FdRequest, recv_line, send_line};
 
 /// Binds the Unix socket at `path` with mode 0600. A stale socket file (nobody accepting, e.g.
@@ -52,16 +54,22 @@ fn bind_private(path: &Path) -> io::Result<UnixListener> {
 }
 
 /// Serves connections on a thread of its own.
-pub fn spawn(listener: UnixListener, token: Token, netns: NetnsThread, activity: Activity) -> io::Result<()> {
+pub fn spawn(
+    listener: UnixListener,
+    token: Token,
+    netns: NetnsThread,
+    activity: Activity,
+    incoming: Arc<Incoming>,
+) -> io::Result<()> {
     std::thread::Builder::new().name("fd-accept".into()).spawn(move || {
         for conn in listener.incoming() {
             match conn {
                 Ok(conn) => {
                     let guard = activity.connect();
-                    let (token, netns) = (token.clone(), netns.clone());
+                    let (token, netns, incoming) = (token.clone(), netns.clone(), incoming.clone());
                     let spawned = std::thread::Builder::new().name("fd-conn".into()).spawn(move || {
                         let _guard = guard;
-                        if let Err(e) = serve(&conn, &token, &netns) {
+                        if let Err(e) = serve(&conn, &token, &netns, &incoming) {
                             tracing::debug!(err = %e, "fd socket connection ended");
                         }
                     });
@@ -86,7 +94,7 @@ fn reply(conn: &UnixStream, errno: i32, message: &str, fd: Option<&impl AsRawFd>
 }
 
 /// One connection: the token first, then requests until the peer closes.
-fn serve(conn: &UnixStream, token: &Token, netns: &NetnsThread) -> io::Result<()> {
+fn serve(conn: &UnixStream, token: &Token, netns: &NetnsThread, incoming: &Arc<Incoming>) -> io::Result<()> {
     // A descriptor that a peer might attach to a request is dropped (closed) right away.
     let (line, _) = recv_line(conn)?;
     match serde_json::from_str::<FdRequest>(&line) {
@@ -111,6 +119,8 @@ fn serve(conn: &UnixStream, token: &Token, netns: &NetnsThread) -> io::Result<()
                 }
             },
             Ok(FdRequest::Socket { udp, v6 }) => SocketSpec { udp, v6, connect: None },
+            // The connection becomes the subscription's event stream (see `incoming`).
+            Ok(FdRequest::Subscribe { port, mode, http_filter }) => return incoming.serve(conn, port, mode, http_filter),
             Ok(FdRequest::Auth { .. }) => {
                 reply(conn, 0, "", None::<&UnixStream>)?; // already authenticated
                 continue;

@@ -38,9 +38,10 @@ impl SocketSpec {
     }
 }
 
-struct Job {
-    spec: SocketSpec,
-    reply: oneshot::Sender<io::Result<NewSocket>>,
+enum Job {
+    Socket { spec: SocketSpec, reply: oneshot::Sender<io::Result<NewSocket>> },
+    /// Any other work that must happen inside the namespace (listeners, packet sockets).
+    Run(Box<dyn FnOnce() + Send>),
 }
 
 /// Handle to the namespace thread. Cheap to clone; the thread ends when every handle is gone.
@@ -66,7 +67,10 @@ impl NetnsThread {
                 return;
             }
             while let Ok(job) = rx.recv() {
-                let _ = job.reply.send(make_socket(job.spec));
+                match job {
+                    Job::Socket { spec, reply } => drop(reply.send(make_socket(spec))),
+                    Job::Run(f) => f(),
+                }
             }
         })?;
         ready_rx
@@ -78,9 +82,28 @@ impl NetnsThread {
     fn submit(&self, spec: SocketSpec) -> io::Result<oneshot::Receiver<io::Result<NewSocket>>> {
         let (reply, rx) = oneshot::channel();
         self.jobs
-            .send(Job { spec, reply })
+            .send(Job::Socket { spec, reply })
             .map_err(|_| io::Error::other("the netns thread is gone"))?;
         Ok(rx)
+    }
+
+    /// Runs `f` on the namespace thread (keep it short: socket set-up, never I/O that waits).
+    pub fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> io::Result<oneshot::Receiver<R>> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Run(Box::new(move || drop(reply.send(f())))))
+            .map_err(|_| io::Error::other("the netns thread is gone"))?;
+        Ok(rx)
+    }
+
+    /// [`run`](Self::run) for plain threads (must not be called inside a runtime).
+    pub fn run_blocking<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> io::Result<R> {
+        self.run(f)?.blocking_recv().map_err(|_| io::Error::other("the netns thread dropped a request"))
+    }
+
+    /// [`run`](Self::run) from async code.
+    pub async fn run_async<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> io::Result<R> {
+        self.run(f)?.await.map_err(|_| io::Error::other("the netns thread dropped a request"))
     }
 
     /// Creates a socket in the target's namespace (from async code).

@@ -6,12 +6,12 @@
 
 use crate::files::{Opened, Root};
 use crate::netns::NetnsThread;
-use crate::{dns, relay};
+use crate::{dns, incoming_grpc, relay};
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
 use tether_protocol::agent::{
-    CAP_CONNECT_RELAY, CAP_FD_PASSING, CAP_WRITE, ConnectClient, ConnectServer, FileChunk, GetEnvReply,
+    CAP_CONNECT_RELAY, CAP_FD_PASSING, CAP_INCOMING, CAP_WRITE, ConnectClient, ConnectServer, FileChunk, GetEnvReply,
     GetEnvRequest, HelloReply, HelloRequest, PROTOCOL_MAJOR, PROTOCOL_MINOR, PathRequest, ReadDirReply,
     ReadFileRequest, ReadLinkReply, ResolveReply, ResolveRequest, StatReply, WriteFileReply, WriteFileRequest,
     agent_server::Agent,
@@ -33,6 +33,9 @@ pub struct Target {
     pub netns_inode: u64,
     /// Path of the fd socket, empty without one.
     pub fd_socket: String,
+    /// Incoming traffic, and the connections announced over gRPC but not opened yet.
+    pub incoming: Arc<crate::incoming::Incoming>,
+    pub parked: incoming_grpc::Parked,
 }
 
 #[derive(Clone)]
@@ -103,6 +106,7 @@ impl Agent for AgentService {
         }
         capabilities.push(CAP_CONNECT_RELAY.to_string());
         capabilities.push(CAP_WRITE.to_string());
+        capabilities.push(CAP_INCOMING.to_string());
         tracing::info!(client = req.client_version, "hello");
         Ok(Response::new(HelloReply {
             protocol_major: PROTOCOL_MAJOR,
@@ -218,6 +222,25 @@ impl Agent for AgentService {
     async fn resolve(&self, request: Request<ResolveRequest>) -> Result<Response<ResolveReply>, Status> {
         let name = request.into_inner().name;
         Ok(Response::new(dns::resolve(self.target.root.clone(), &self.target.netns, &name).await))
+    }
+
+    type SubscribeStream = incoming_grpc::Events;
+
+    async fn subscribe(
+        &self,
+        request: Request<tether_protocol::agent::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let t = &self.target;
+        Ok(Response::new(incoming_grpc::subscribe(t.incoming.clone(), t.parked.clone(), request.into_inner())?))
+    }
+
+    type AcceptIncomingStream = incoming_grpc::Bytes;
+
+    async fn accept_incoming(
+        &self,
+        request: Request<Streaming<tether_protocol::agent::IncomingClient>>,
+    ) -> Result<Response<Self::AcceptIncomingStream>, Status> {
+        Ok(Response::new(incoming_grpc::accept(self.target.parked.clone(), request.into_inner()).await?))
     }
 }
 

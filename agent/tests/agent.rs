@@ -47,7 +47,10 @@ async fn calls_without_the_right_token_are_refused() {
     let mut good = agent.client(Some(TOKEN)).await;
     let hello = good.hello(hello_req(PROTOCOL_MAJOR)).await.unwrap().into_inner();
     // Without --fd-socket there is no fd passing.
-    assert_eq!(hello.capabilities, vec![CAP_CONNECT_RELAY.to_string(), CAP_WRITE.to_string()]);
+    assert_eq!(
+        hello.capabilities,
+        vec![CAP_CONNECT_RELAY.to_string(), CAP_WRITE.to_string(), tether_protocol::agent::CAP_INCOMING.to_string()]
+    );
     assert_eq!(hello.fd_socket, "");
     assert!(agent.stderr().contains("wrong token"), "refusals are logged: {}", agent.stderr());
 }

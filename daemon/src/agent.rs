@@ -185,6 +185,28 @@ impl Agent {
         }
     }
 
+    /// Subscribes to the incoming traffic of the target's TCP `port` (blocking). The returned
+    /// connection carries the subscription's `IncomingEvent` lines; dropping it unsubscribes.
+    pub fn subscribe(
+        &self,
+        port: u16,
+        mode: fdpass::IncomingMode,
+        http_filter: Option<fdpass::HttpFilter>,
+    ) -> io::Result<UnixStream> {
+        let conn = self.fd_connection()?;
+        let req = serde_json::to_string(&FdRequest::Subscribe { port, mode, http_filter }).expect("serializable");
+        fdpass::send_line(&conn, &req, None)?;
+        let (line, _) = fdpass::recv_line(&conn)?;
+        let reply: FdReply = serde_json::from_str(&line)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("agent fd socket: {e}")))?;
+        if reply.errno != 0 {
+            let e = io::Error::from_raw_os_error(reply.errno);
+            return Err(io::Error::new(e.kind(), if reply.message.is_empty() { e.to_string() } else { reply.message }));
+        }
+        conn.set_read_timeout(None)?;
+        Ok(conn)
+    }
+
     fn fd_connection(&self) -> io::Result<UnixStream> {
         let conn = UnixStream::connect(&self.hello.fd_socket)?;
         conn.set_read_timeout(Some(Duration::from_secs(10)))?;

@@ -5,6 +5,12 @@
 //! descriptor travels with it as `SCM_RIGHTS`. Because the agent created the socket inside the
 //! target's network namespace, the program that finally owns it really is connected from the pod:
 //! `getpeername`, `getsockname` and throughput are those of a direct connection.
+//!
+//! Incoming traffic uses the same socket: a connection that sends [`FdRequest::Subscribe`] (after
+//! `auth`) becomes that subscription's event stream. The agent sends one [`IncomingEvent`] line per
+//! new connection, with the connection's descriptor attached (a socket of the target's network
+//! namespace when stolen whole, else one end of a local stream pair the agent feeds), and a
+//! `stats` line now and then. Closing the connection unsubscribes.
 
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -21,6 +27,101 @@ pub enum FdRequest {
     Connect { udp: bool, address: String },
     /// Create an unconnected socket of the given family (`v6`) in the target's network namespace.
     Socket { udp: bool, v6: bool },
+    /// Subscribe to the incoming traffic of the target's TCP `port`. Answered like any request
+    /// (`errno` 0, `EADDRINUSE` when another subscriber steals the port already, `EINVAL` for a
+    /// bad filter); after a 0 answer the connection belongs to the subscription: the agent sends
+    /// [`IncomingEvent`] lines (a [`IncomingEvent::Connection`] carries a descriptor) and the
+    /// client sends nothing more. Either side closing the connection ends the subscription; the
+    /// agent then removes its redirect for the port. Connections delivered so far live on.
+    Subscribe {
+        port: u16,
+        mode: IncomingMode,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        http_filter: Option<HttpFilter>,
+    },
+}
+
+/// How a subscription takes the target's incoming traffic.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IncomingMode {
+    /// The target keeps serving; each new connection's client bytes are copied to the subscriber
+    /// (captured from the wire, so the target's traffic never waits for the copy).
+    Mirror,
+    /// New connections go to the subscriber instead of the target (with an [`HttpFilter`]: only
+    /// the matching HTTP/1.x requests; everything else goes on to the target).
+    Steal,
+}
+
+/// Which HTTP requests a filtered steal takes. Every given pattern must match; an empty filter
+/// is no filter.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HttpFilter {
+    /// A regex matched against each header line as `Name: value`; a line matches when the
+    /// regex matches it with the name as sent or with the name in lower case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// A regex matched against the request's path, query string included (the request target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+impl HttpFilter {
+    pub fn is_empty(&self) -> bool {
+        self.header.is_none() && self.path.is_none()
+    }
+}
+
+/// What a [`IncomingEvent::Connection`]'s descriptor is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionKind {
+    /// The client's own TCP socket, accepted in the target's network namespace (steal): give
+    /// it to the program as it is.
+    Socket,
+    /// A stream socket carrying the client's requests that the filter matched; what the
+    /// program answers is written back to it and reaches the client (filtered steal).
+    Stream,
+    /// A stream socket carrying a copy of the client's bytes; answers are not wanted (mirror).
+    Mirror,
+}
+
+/// One line from the agent on a subscription's connection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum IncomingEvent {
+    /// A new connection for the subscriber; its descriptor travels with the line.
+    Connection {
+        /// Unique within the agent.
+        id: u64,
+        kind: ConnectionKind,
+        /// The client's address (`ip:port`), as the target would have seen it.
+        peer: String,
+        /// The address the client connected to: the target's address and port.
+        local: String,
+    },
+    /// The subscription's accounting so far (sent about once a second while it changes).
+    Stats(IncomingStats),
+}
+
+/// Connection accounting of one subscription. Bytes count what the agent moved itself (mirror
+/// copies, filtered relays); a stolen socket handed over whole is counted as a connection only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IncomingStats {
+    /// Connections delivered to the subscriber.
+    pub connections: u64,
+    /// Connections that reached the redirect while the subscription was active but went to the
+    /// target (filtered steal: every connection is relayed; non-HTTP traffic; no subscriber).
+    pub passed_through: u64,
+    /// HTTP requests that matched the filter / went on to the target.
+    pub requests_matched: u64,
+    pub requests_passed: u64,
+    /// Client bytes delivered to the subscriber, and answer bytes sent back to clients.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Mirrored connections given up because the subscriber could not keep up, or because
+    /// packets were missed.
+    pub dropped: u64,
 }
 
 /// The answer to an [`FdRequest`]; `has_fd` says whether a descriptor came with it.
@@ -70,9 +171,40 @@ pub fn send_line(sock: &impl AsRawFd, line: &str, fd: Option<RawFd>) -> io::Resu
 
 /// Receives one line (at most 64 KiB) and the descriptor that came with it, if any.
 ///
-/// Lines are small and sent with one `sendmsg` each, so one `recvmsg` on a stream socket
-/// returns exactly one line unless the peer misbehaves, which is reported as an error.
+/// Lines are small and sent with one `sendmsg` each, so in a request/answer exchange one
+/// `recvmsg` on a stream socket returns exactly one line unless the peer misbehaves, which is
+/// reported as an error. Where several lines may be in flight (a subscription), use
+/// [`recv_lines`].
 pub fn recv_line(sock: &impl AsRawFd) -> io::Result<(String, Option<OwnedFd>)> {
+    let (buf, fd) = recv_raw(sock)?;
+    if buf.iter().filter(|&&b| b == b'\n').count() > 1 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "fd socket message with several lines"));
+    }
+    let mut lines = split_lines(buf)?;
+    Ok((lines.pop().expect("one line"), fd))
+}
+
+/// Receives the lines that one `recvmsg` returns and the descriptor that came with them.
+///
+/// A Unix stream socket joins messages without descriptors to the next message, and stops
+/// after a message with descriptors: so several lines may arrive at once, and a descriptor
+/// always belongs to the **last** of them.
+pub fn recv_lines(sock: &impl AsRawFd) -> io::Result<(Vec<String>, Option<OwnedFd>)> {
+    let (buf, fd) = recv_raw(sock)?;
+    Ok((split_lines(buf)?, fd))
+}
+
+fn split_lines(mut buf: Vec<u8>) -> io::Result<Vec<String>> {
+    if buf.last() != Some(&b'\n') {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "fd socket message without a line end"));
+    }
+    buf.pop();
+    let text = String::from_utf8(buf)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "fd socket message is not UTF-8"))?;
+    Ok(text.split('\n').map(str::to_string).collect())
+}
+
+fn recv_raw(sock: &impl AsRawFd) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     let mut cmsg_buf = [0u64; 8];
@@ -106,13 +238,7 @@ pub fn recv_line(sock: &impl AsRawFd) -> io::Result<(String, Option<OwnedFd>)> {
         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "fd socket closed"));
     }
     buf.truncate(n);
-    if buf.last() != Some(&b'\n') {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "fd socket message without a line end"));
-    }
-    buf.pop();
-    let line = String::from_utf8(buf)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "fd socket message is not UTF-8"))?;
-    Ok((line, fd))
+    Ok((buf, fd))
 }
 
 #[cfg(test)]
@@ -136,6 +262,54 @@ mod tests {
         use std::io::Read;
         (&r).read_exact(&mut got).unwrap();
         assert_eq!(&got, b"x");
+    }
+
+    #[test]
+    fn incoming_lines_have_a_stable_shape() {
+        let req = FdRequest::Subscribe {
+            port: 80,
+            mode: IncomingMode::Steal,
+            http_filter: Some(HttpFilter { header: Some("^x-user: me$".into()), path: None }),
+        };
+        let line = serde_json::to_string(&req).unwrap();
+        assert_eq!(line, r#"{"op":"subscribe","port":80,"mode":"steal","http_filter":{"header":"^x-user: me$"}}"#);
+        assert_eq!(serde_json::from_str::<FdRequest>(&line).unwrap(), req);
+        let bare: FdRequest = serde_json::from_str(r#"{"op":"subscribe","port":7,"mode":"mirror"}"#).unwrap();
+        assert_eq!(bare, FdRequest::Subscribe { port: 7, mode: IncomingMode::Mirror, http_filter: None });
+        let ev = IncomingEvent::Connection {
+            id: 3,
+            kind: ConnectionKind::Socket,
+            peer: "198.19.0.1:40000".into(),
+            local: "198.18.0.10:80".into(),
+        };
+        let line = serde_json::to_string(&ev).unwrap();
+        assert_eq!(
+            line,
+            r#"{"event":"connection","id":3,"kind":"socket","peer":"198.19.0.1:40000","local":"198.18.0.10:80"}"#
+        );
+        assert_eq!(serde_json::from_str::<IncomingEvent>(&line).unwrap(), ev);
+        let stats = IncomingEvent::Stats(IncomingStats { connections: 2, ..Default::default() });
+        let line = serde_json::to_string(&stats).unwrap();
+        assert!(line.starts_with(r#"{"event":"stats","connections":2,"#), "{line}");
+        assert_eq!(serde_json::from_str::<IncomingEvent>(&line).unwrap(), stats);
+    }
+
+    #[test]
+    fn lines_in_flight_arrive_together_and_the_descriptor_goes_with_the_last() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (_r, w) = UnixStream::pair().unwrap();
+        send_line(&a, "stats 1", None).unwrap();
+        send_line(&a, "stats 2", None).unwrap();
+        send_line(&a, "connection", Some(w.as_raw_fd())).unwrap();
+        send_line(&a, "after", None).unwrap();
+        let (lines, fd) = recv_lines(&b).unwrap();
+        assert_eq!(lines, ["stats 1", "stats 2", "connection"]);
+        assert!(fd.is_some());
+        let (lines, fd) = recv_lines(&b).unwrap();
+        assert_eq!((lines, fd.is_none()), (vec!["after".to_string()], true));
+        send_line(&a, "x", None).unwrap();
+        send_line(&a, "y", None).unwrap();
+        assert_eq!(recv_line(&b).unwrap_err().kind(), io::ErrorKind::InvalidData, "recv_line wants one line");
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub mod agent {
     pub const CAP_CONNECT_RELAY: &str = "connect-relay";
     /// Capability: write-through for `feature.fs.mode: write`.
     pub const CAP_WRITE: &str = "write";
+    /// Capability: incoming traffic (`Subscribe`, `AcceptIncoming`; on the fd socket too).
+    pub const CAP_INCOMING: &str = "incoming";
     /// The metadata key that carries `Bearer <token>`.
     pub const AUTH_HEADER: &str = "authorization";
 }

@@ -1,0 +1,547 @@
+//! End to end: incoming traffic. A client in its own network namespace, linked to the pod by a
+//! veth pair, talks to the pod's addresses; a local program under `tether exec` listens on a
+//! local port and gets the traffic (steal), a copy (mirror), or the matching requests (filter).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tether_testkit::{ClientNetns, Pod};
+
+/// A threaded HTTP/1.1 keep-alive server that reports what `accept` and `getpeername` said.
+/// Commands on stdin: `close` (stop listening), `listen` (listen again), `exit`.
+const SERVER: &str = r#"
+import socket, sys, threading
+port = int(sys.argv[1])
+def make():
+    l = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind(("0.0.0.0", port))
+    l.listen(64)
+    print("listening %d" % l.getsockname()[1], flush=True)
+    threading.Thread(target=serve, args=(l,), daemon=True).start()
+    return l
+def serve(l):
+    while True:
+        try:
+            c, a = l.accept()
+        except OSError:
+            return
+        threading.Thread(target=handle, args=(c, a), daemon=True).start()
+def handle(c, a):
+    try:
+        gp = "%s:%d" % c.getpeername()[:2]
+    except OSError:
+        gp = "?"
+    buf = b""
+    while True:
+        while b"\r\n\r\n" not in buf:
+            d = c.recv(65536)
+            if not d:
+                c.close()
+                return
+            buf += d
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        path = head.split(b" ")[1].decode()
+        print("request %s accept %s:%d getpeername %s" % (path, a[0], a[1], gp), flush=True)
+        body = ("local program %s from %s:%d\n" % (path, a[0], a[1])).encode()
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+l = make()
+for line in sys.stdin:
+    cmd = line.strip()
+    if cmd == "close":
+        l.shutdown(socket.SHUT_RDWR)
+        l.close()
+        print("closed", flush=True)
+    elif cmd == "listen":
+        l = make()
+    elif cmd == "exit":
+        break
+"#;
+
+/// A program under `tether exec`, its output read line by line.
+struct Program {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Program {
+    fn start(w: &World, pod: &Pod, program: &[&str]) -> Program {
+        let mut cmd = w.tether();
+        cmd.arg("exec")
+            .arg("--target")
+            .arg(format!("pid:{}", pod.pid));
+        let config = w.project.join("tether.json");
+        if config.exists() {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.arg("--").args(program);
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let (tx, lines) = mpsc::channel();
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for l in BufReader::new(out).lines().map_while(Result::ok) {
+                    let _ = tx.send(l);
+                }
+            });
+        }
+        Program {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    fn python(w: &World, pod: &Pod, port: u16) -> Program {
+        let mut p = Program::start(w, pod, &["python3", "-c", SERVER, &port.to_string()]);
+        p.expect("listening", &w.log());
+        p
+    }
+
+    /// Waits (at most 20 s) for a line containing `what`.
+    fn expect(&mut self, what: &str, log: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        if let Some(l) = self.seen.iter().find(|l| l.contains(what)) {
+            let l = l.clone();
+            self.seen.retain(|x| *x != l);
+            return l;
+        }
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(what) => return l,
+                Ok(l) => self.seen.push(l),
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no line with {what:?}; output so far:\n{}\n--- daemon log\n{log}",
+            self.seen.join("\n")
+        );
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One client connection from the client namespace.
+struct Conn(TcpStream);
+
+impl Conn {
+    fn open(client: &ClientNetns, to: &str) -> Conn {
+        let to: SocketAddr = to.parse().unwrap();
+        let s = client
+            .run(move || TcpStream::connect_timeout(&to, Duration::from_secs(5)))
+            .unwrap()
+            .expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Conn(s)
+    }
+
+    /// One request on this connection; the response body.
+    fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> String {
+        self.try_get(path, headers)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_get(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<String, String> {
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: web\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        self.0
+            .write_all(req.as_bytes())
+            .map_err(|e| format!("sending {path}: {e}"))?;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match self.0.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                other => {
+                    return Err(format!(
+                        "response to {path} ended early ({other:?}): {}",
+                        String::from_utf8_lossy(&head)
+                    ));
+                }
+            }
+        }
+        let head = String::from_utf8_lossy(&head).to_string();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .ok_or_else(|| format!("no content-length in {head}"))?;
+        let mut body = vec![0u8; len];
+        self.0
+            .read_exact(&mut body)
+            .map_err(|e| format!("body of {path}: {e}"))?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+/// A request on a new connection.
+fn get(client: &ClientNetns, to: &str, path: &str, headers: &[(&str, &str)]) -> String {
+    Conn::open(client, to).get(path, headers)
+}
+
+/// A request on a new connection that may fail (short timeout).
+fn try_get(client: &ClientNetns, to: &str, path: &str) -> Option<String> {
+    let to: SocketAddr = to.parse().unwrap();
+    let s = client
+        .run(move || TcpStream::connect_timeout(&to, Duration::from_secs(1)))
+        .ok()?
+        .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    Conn(s).try_get(path, &[]).ok()
+}
+
+const WEB: &str = "198.18.0.10:80";
+
+fn nft_tables(pod: &Pod) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &pod.netns, "nft", "list", "tables"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Retries `f` for up to `within`, returning its first `Some`.
+fn eventually<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn setup(name: &str, config: &str) -> (World, Pod, ClientNetns) {
+    let w = World::new();
+    w.config(config);
+    let pod = pod(name);
+    let client = pod.client_netns().expect("client namespace");
+    // The pod's own server answers before anything is subscribed.
+    assert!(get(&client, WEB, "/", &[]).contains(&format!("hello from pod {name}")));
+    (w, pod, client)
+}
+
+#[test]
+fn steal_gives_the_program_the_real_client_until_it_exits() {
+    let (w, pod, client) = setup(
+        "in-steal",
+        r#"{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18080, 80]]}}}}"#,
+    );
+    let before = pod.http_hits();
+    let mut p = Program::python(&w, &pod, 18080);
+    let mut conn = Conn::open(&client, WEB);
+    let body = conn.get("/stolen", &[]);
+    assert!(
+        body.starts_with("local program /stolen from 198.19.0.1:"),
+        "{body}\n{}",
+        w.log()
+    );
+    let line = p.expect("request /stolen", &w.log());
+    let (accepted, peer) = (
+        line.split(' ').nth(3).unwrap(),
+        line.split(' ').nth(5).unwrap(),
+    );
+    assert!(
+        accepted.starts_with("198.19.0.1:") && accepted == peer,
+        "accept and getpeername: {line}"
+    );
+    assert!(body.ends_with(&format!("{accepted}\n")));
+    // Keep-alive on the stolen socket, and a second connection.
+    assert!(conn.get("/again", &[]).starts_with("local program /again"));
+    assert!(get(&client, WEB, "/second", &[]).starts_with("local program /second"));
+    assert_eq!(pod.http_hits(), before, "the target saw none of it");
+    assert!(
+        nft_tables(&pod).contains("tether_"),
+        "the agent's table while stealing"
+    );
+
+    p.send("exit");
+    let _ = p.child.wait();
+    let back = eventually(Duration::from_secs(5), || {
+        try_get(&client, WEB, "/").filter(|b| b.contains("hello from pod"))
+    });
+    assert!(
+        back.is_some(),
+        "the target serves again after the program exited\n{}",
+        w.log()
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || (!nft_tables(&pod)
+            .contains("tether_"))
+        .then_some(()))
+        .is_some(),
+        "no rule of ours is left: {}",
+        nft_tables(&pod)
+    );
+}
+
+#[test]
+fn mirror_copies_while_the_target_answers() {
+    let (w, pod, client) = setup(
+        "in-mirror",
+        r#"{"feature": {"network": {"incoming": {"port_mapping": [[18081, 80]]}}}}"#,
+    );
+    let before = pod.http_hits();
+    let mut p = Program::python(&w, &pod, 18081);
+    let body = get(&client, WEB, "/mirrored", &[]);
+    assert!(
+        body.contains("hello from pod in-mirror; you are 198.19.0.1:"),
+        "{body}"
+    );
+    let line = p.expect("request /mirrored", &w.log());
+    let (accepted, peer) = (
+        line.split(' ').nth(3).unwrap(),
+        line.split(' ').nth(5).unwrap(),
+    );
+    assert!(
+        body.contains(accepted) && accepted == peer,
+        "the copy came from the same client: {line} / {body}"
+    );
+    assert_eq!(pod.http_hits(), before + 1);
+    assert!(
+        !nft_tables(&pod).contains("tether_"),
+        "mirroring needs no rule"
+    );
+}
+
+#[test]
+fn a_header_filter_splits_one_keep_alive_connection() {
+    let (w, pod, client) = setup(
+        "in-header",
+        r#"{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18082, 80]],
+            "http_filter": {"header": "^x-user: me$"}}}}}"#,
+    );
+    let before = pod.http_hits();
+    let mut p = Program::python(&w, &pod, 18082);
+    let mut conn = Conn::open(&client, WEB);
+    assert!(conn.get("/a", &[]).contains("hello from pod"));
+    let mine = conn.get("/b", &[("X-User", "me")]);
+    assert!(
+        mine.starts_with("local program /b from 198.19.0.1:"),
+        "{mine}\n{}",
+        w.log()
+    );
+    assert!(
+        conn.get("/c", &[("X-User", "you")])
+            .contains("hello from pod")
+    );
+    assert!(
+        conn.get("/d", &[("x-user", "me")])
+            .starts_with("local program /d")
+    );
+    assert_eq!(pod.http_hits(), before + 2);
+    let line = p.expect("request /b", &w.log());
+    assert!(line.contains("getpeername 198.19.0.1:"), "{line}");
+}
+
+#[test]
+fn a_path_filter_and_non_http_traffic() {
+    let (w, pod, client) = setup(
+        "in-path",
+        r#"{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18083, 80], [17007, 7]],
+            "http_filter": {"path": "^/api/"}}}}}"#,
+    );
+    let mut p = Program::python(&w, &pod, 18083);
+    let mut conn = Conn::open(&client, WEB);
+    assert!(
+        conn.get("/api/users", &[])
+            .starts_with("local program /api/users")
+    );
+    assert!(conn.get("/web/api/", &[]).contains("hello from pod"));
+    p.expect("request /api/users", &w.log());
+    // The echo port is filtered too; raw bytes still reach the target's echo service.
+    let mut echo = Program::python(&w, &pod, 17007);
+    let _ = &mut echo;
+    let mut s = Conn::open(&client, "198.18.0.11:7").0;
+    s.write_all(b"not http at all\n").unwrap();
+    let mut got = [0u8; 16];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"not http at all\n");
+    assert!(pod.echo_connections() >= 1);
+}
+
+#[test]
+fn a_busy_local_port_still_gets_the_traffic() {
+    let (w, pod, client) = setup(
+        "in-busy",
+        r#"{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18084, 80]]}}}}"#,
+    );
+    let laptop = std::path::PathBuf::from("/var/run/netns").join(&w.laptop);
+    let _busy = tether_testkit::run_in_netns_path(&laptop, || {
+        std::net::TcpListener::bind("127.0.0.1:18084")
+    })
+    .unwrap()
+    .expect("occupy the port in the laptop namespace");
+    let mut p = Program::start(&w, &pod, &["python3", "-c", SERVER, "18084"]);
+    let line = p.expect("listening", &w.log());
+    assert_eq!(
+        line, "listening 18084",
+        "getsockname shows the port the program asked for"
+    );
+    assert!(
+        get(&client, WEB, "/busy", &[]).starts_with("local program /busy"),
+        "{}",
+        w.log()
+    );
+}
+
+#[test]
+fn stopping_and_restarting_the_listener() {
+    let (w, pod, client) = setup(
+        "in-restart",
+        r#"{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18085, 80]]}}}}"#,
+    );
+    let mut p = Program::python(&w, &pod, 18085);
+    assert!(get(&client, WEB, "/one", &[]).starts_with("local program /one"));
+    let mut open = Conn::open(&client, WEB);
+    assert!(open.get("/kept", &[]).starts_with("local program /kept"));
+    p.send("close");
+    p.expect("closed", &w.log());
+    let target = eventually(Duration::from_secs(3), || {
+        try_get(&client, WEB, "/").filter(|b| b.contains("hello from pod"))
+    });
+    assert!(
+        target.is_some(),
+        "the target serves once the program stopped listening\n{}",
+        w.log()
+    );
+    // A connection open at that moment finishes where it started.
+    assert!(open.get("/still", &[]).starts_with("local program /still"));
+    p.send("listen");
+    p.expect("listening", &w.log());
+    assert!(
+        get(&client, WEB, "/two", &[]).starts_with("local program /two"),
+        "{}",
+        w.log()
+    );
+}
+
+/// The pid of the agent the daemon started for `pod`.
+fn agent_pid(pod: &Pod) -> Option<i32> {
+    let wanted = format!("--target-pid\0{}\0", pod.pid);
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        (cmdline.contains("tether-agent") && cmdline.contains(&wanted)).then_some(pid)
+    })
+}
+
+#[test]
+fn kill_9_of_the_agent_gives_the_port_back_at_once() {
+    let (w, pod, client) = setup(
+        "in-kill",
+        r#"{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18086, 80]]}}}}"#,
+    );
+    let _p = Program::python(&w, &pod, 18086);
+    let mut open = Conn::open(&client, WEB);
+    assert!(
+        open.get("/before", &[])
+            .starts_with("local program /before")
+    );
+    let agent = agent_pid(&pod).expect("the agent's pid");
+    assert_eq!(unsafe { libc::kill(agent, libc::SIGKILL) }, 0);
+    let killed = Instant::now();
+    let back = eventually(Duration::from_secs(1), || {
+        (!nft_tables(&pod).contains("tether_")
+            && try_get(&client, WEB, "/").is_some_and(|b| b.contains("hello from pod")))
+        .then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "within a second: {:?}; tables: {}",
+        killed.elapsed(),
+        nft_tables(&pod)
+    );
+    // The stolen connection belongs to the program: it goes on.
+    assert!(open.get("/after", &[]).starts_with("local program /after"));
+}
+
+#[test]
+fn a_node_server_listening_on_ipv6_any() {
+    let (w, pod, client) = setup(
+        "in-node",
+        r#"{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18087, 80]]}}}}"#,
+    );
+    let script = "require('http').createServer((q, r) => r.end(`node ${q.url} ${q.socket.remoteAddress} ${q.socket.remotePort}\\n`))\
+                  .listen(18087, () => console.log('listening'))";
+    let mut p = Program::start(&w, &pod, &["node", "-e", script]);
+    p.expect("listening", &w.log());
+    let body = get(&client, WEB, "/n", &[]);
+    assert!(
+        body.starts_with("node /n ") && body.contains("198.19.0.1"),
+        "{body}\n{}",
+        w.log()
+    );
+}
+
+#[test]
+fn a_signal_interrupts_a_blocking_accept_the_daemon_waits_in() {
+    let (w, pod, _client) = setup(
+        "in-signal",
+        r#"{"feature": {"network": {"incoming": {"port_mapping": [[18088, 80]]}}}}"#,
+    );
+    let script = r#"
+import signal, socket, sys
+def handler(*_):
+    print("handled", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGINT, handler)
+l = socket.socket()
+l.bind(("0.0.0.0", 18088))
+l.listen()
+print("listening", flush=True)
+l.accept()
+print("accept returned", flush=True)
+"#;
+    let mut p = Program::start(&w, &pod, &["python3", "-c", script]);
+    p.expect("listening", &w.log());
+    std::thread::sleep(Duration::from_millis(300)); // in the daemon's emulated accept by now
+    let sent = Instant::now();
+    assert_eq!(unsafe { libc::kill(p.child.id() as i32, libc::SIGINT) }, 0);
+    p.expect("handled", &w.log());
+    assert!(
+        sent.elapsed() < Duration::from_secs(2),
+        "the handler ran in {:?}",
+        sent.elapsed()
+    );
+}
