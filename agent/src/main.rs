@@ -14,7 +14,14 @@ mod auth;
 mod dns;
 mod fdserver;
 mod files;
+mod find_target;
+mod guard;
+mod incoming;
+mod incoming_grpc;
+mod incoming_http;
+mod incoming_mirror;
 mod netns;
+mod nft;
 mod relay;
 mod service;
 
@@ -37,8 +44,11 @@ use tokio::io::unix::AsyncFd;
 #[command(version)]
 struct Cli {
     /// The target process (its network namespace, root file system and environment are served).
-    #[arg(long, value_name = "PID")]
-    target_pid: i32,
+    #[arg(long, value_name = "PID", required_unless_present = "target_container_id")]
+    target_pid: Option<i32>,
+    /// In the cluster: find the target by its container id instead (find_target.rs).
+    #[command(flatten)]
+    find: find_target::FindArgs,
     /// Address of the gRPC listener, e.g. 127.0.0.1:0 (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
     listen: String,
@@ -188,7 +198,10 @@ fn init_logging() {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    if let Some(table) = std::env::var_os(guard::GUARD_ENV) {
+        guard::run(&table.to_string_lossy());
+    }
+    let mut cli = Cli::parse();
     let token = match std::env::var(AGENT_TOKEN) {
         Ok(t) if !t.is_empty() => t,
         _ => fail(&format!(
@@ -199,10 +212,15 @@ fn main() {
     let token = Token::new(&token);
     init_logging();
 
-    let pid = cli.target_pid;
+    let pid = find_target::resolve(cli.target_pid, &cli.find).unwrap_or_else(|m| fail(&m));
+    cli.target_pid = Some(pid);
     let fds = open_target(pid).unwrap_or_else(|m| fail(&m));
     let netns_inode = netns::ns_inode(&fds.netns)
         .unwrap_or_else(|e| fail(&format!("target pid {pid}: cannot stat /proc/{pid}/ns/net: {e}")));
+    let nft_ns = fds
+        .netns
+        .try_clone()
+        .unwrap_or_else(|e| fail(&format!("target pid {pid}: cannot duplicate its namespace descriptor: {e}")));
     let netns = netns::NetnsThread::spawn(fds.netns).unwrap_or_else(|e| {
         fail(&format!(
             "target pid {pid}: cannot enter its network namespace (setns): {e}; the agent needs CAP_SYS_ADMIN"
@@ -221,7 +239,8 @@ fn main() {
         .thread_name("agent-worker")
         .build()
         .unwrap_or_else(|e| fail(&format!("cannot start the async runtime: {e}")));
-    runtime.block_on(run(cli, token, fds.root, fds.pidfd, netns, netns_inode, fd_listener));
+    let incoming = incoming::Incoming::new(netns.clone(), nft_ns, runtime.handle().clone());
+    runtime.block_on(run(cli, token, fds.root, fds.pidfd, netns, netns_inode, fd_listener, incoming));
 }
 
 async fn run(
@@ -232,8 +251,9 @@ async fn run(
     netns: netns::NetnsThread,
     netns_inode: u64,
     fd_listener: Option<std::os::unix::net::UnixListener>,
+    incoming: std::sync::Arc<incoming::Incoming>,
 ) {
-    let pid = cli.target_pid;
+    let pid = cli.target_pid.expect("resolved in main");
     let activity = Activity::new();
     let listener = tokio::net::TcpListener::bind(&cli.listen)
         .await
@@ -242,7 +262,7 @@ async fn run(
 
     let fd_socket = cli.fd_socket.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
     if let Some(l) = fd_listener {
-        fdserver::spawn(l, token.clone(), netns.clone(), activity.clone())
+        fdserver::spawn(l, token.clone(), netns.clone(), activity.clone(), incoming.clone())
             .unwrap_or_else(|e| fail(&format!("cannot start the fd socket thread: {e}")));
     }
 
@@ -252,6 +272,8 @@ async fn run(
         netns,
         netns_inode,
         fd_socket: fd_socket.clone(),
+        incoming,
+        parked: Default::default(),
     });
 
     // Watchers: idle, target exit, signals.
@@ -359,7 +381,9 @@ mod tests {
     #[test]
     fn the_command_line_parses() {
         let cli = Cli::try_parse_from(["tether-agent", "--target-pid", "42", "--listen", "127.0.0.1:0"]).unwrap();
-        assert_eq!((cli.target_pid, cli.idle_timeout, cli.fd_socket), (42, 60, None));
+        assert_eq!((cli.target_pid, cli.idle_timeout, cli.fd_socket), (Some(42), 60, None));
+        let cli = Cli::try_parse_from(["tether-agent", "--target-container-id", "abc", "--listen", "0.0.0.0:1"]).unwrap();
+        assert_eq!((cli.target_pid, cli.find.target_container_id.as_deref()), (None, Some("abc")));
         assert!(Cli::try_parse_from(["tether-agent", "--listen", "127.0.0.1:0"]).is_err());
     }
 }

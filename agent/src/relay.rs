@@ -172,6 +172,13 @@ async fn relay_tcp(stream: TcpStream, mut inbound: Streaming<ConnectClient>, tx:
                 if !matches!(r, Ok(true)) {
                     break;
                 }
+                // [kube relay] The remote side finished (FIN): end the response stream now so
+                // that the client sees EOF, and copy client -> remote in the background until
+                // the client's side ends too.
+                if !up_done {
+                    tokio::spawn(copy_up(inbound, wr));
+                    return;
+                }
             }
             m = inbound.message(), if !up_done => match m {
                 Ok(Some(ConnectClient { msg: Some(connect_client::Msg::Data(data)) })) => {
@@ -198,6 +205,16 @@ async fn relay_tcp(stream: TcpStream, mut inbound: Streaming<ConnectClient>, tx:
         }
     }
     down.abort();
+}
+
+/// Client -> remote after the remote side finished: until the client's stream ends (then FIN).
+async fn copy_up(mut inbound: Streaming<ConnectClient>, mut wr: tokio::net::tcp::OwnedWriteHalf) {
+    while let Ok(Some(ConnectClient { msg: Some(connect_client::Msg::Data(data)) })) = inbound.message().await {
+        if wr.write_all(&data).await.is_err() {
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
 }
 
 async fn relay_udp(sock: UdpSocket, mut inbound: Streaming<ConnectClient>, tx: Tx) {

@@ -7,6 +7,7 @@ mod client;
 mod doctor;
 mod editor;
 mod intercept;
+mod kube;
 mod logs;
 mod paths;
 mod server;
@@ -31,7 +32,8 @@ struct Cli {
 enum Command {
     /// Run PROGRAM locally as if it ran inside the target.
     Exec {
-        /// The target: pid:<PID> (default: `target.path` of the config file).
+        /// The target: pid:<PID>, pod/NAME, deployment/NAME, statefulset/NAME (each optionally
+        /// /container/NAME) or targetless (default: `target.path` of the config file).
         #[arg(long)]
         target: Option<String>,
         /// The config file (default: .tether/tether.json when it exists).
@@ -73,6 +75,28 @@ enum Command {
         /// A program to run instead of the built-in tour.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         program: Vec<OsString>,
+    },
+    /// List what can be targeted in Kubernetes: deployments, statefulsets and pods, with their
+    /// containers (sidecars marked).
+    Ls {
+        /// The namespace (default: the kubeconfig context's).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// Every namespace.
+        #[arg(long, short = 'A', conflicts_with = "namespace")]
+        all_namespaces: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tether's agents in the cluster; --prune removes the leftover ones.
+    Agents {
+        #[arg(long)]
+        prune: bool,
+        /// Only this namespace (default: every namespace you may list).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// List the daemon's sessions.
     Status {
@@ -124,6 +148,8 @@ fn main() -> ExitCode {
         Command::Daemon { action: Some(_) } => stop_daemon(),
         Command::Daemon { action: None } => run_daemon(),
         Command::Status { json } => status(json),
+        Command::Ls { namespace, all_namespaces, json } => kube::list::run_ls(namespace, all_namespaces, json),
+        Command::Agents { prune, namespace, json } => kube::list::run_agents(namespace, prune, json),
         Command::Demo { program } => cli::demo::run(program),
         Command::Lsp { stdio: _ } => {
             init_cli_logging();

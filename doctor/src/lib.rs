@@ -23,6 +23,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 mod attach;
+pub mod cluster;
 mod dns;
 pub mod elf;
 mod facts;

@@ -32,13 +32,17 @@
 //! Never connect to 198.18.0.0/15 from the host namespace: the host may route it elsewhere.
 //! Use [`Pod::exec_in_netns`], [`Pod::exec_in_pod`] or [`Pod::run_in_netns`].
 
+pub mod client;
 pub mod dns;
 pub mod elf;
+#[cfg(feature = "kube")]
+pub mod kube;
 mod netns;
 mod pod;
 pub mod programs;
 mod services;
 
+pub use client::{CLIENT_IP, ClientNetns, POD_LINK_IP};
 pub use netns::{cleanup_stale_pods, netns_exists, run_in_netns_path};
 pub use pod::{
     DNS_ADDR, DNS_IP, ECHO_ADDR, ECHO_IP, HTTP_ADDR, HTTP_IP, POD_IP, Pod, PodSpec, SINK_ADDR,

@@ -13,11 +13,14 @@
 //! - the supervisor never runs under a filter itself.
 
 mod files;
+pub mod incoming;
 pub mod memory;
 mod writes;
 pub mod notify;
 pub mod proc;
 mod sockets;
+// [kube] outgoing connections relayed through a remote agent
+mod relay;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,6 +83,8 @@ pub struct Scope {
     pub dirs: Mutex<HashMap<String, String>>,
     /// Remote files open for writing (`feature.fs.mode: write`, `read_write`).
     pub writes: writes::WriteThrough,
+    /// Incoming traffic: subscribed listeners, deliveries, rewritten addresses.
+    pub incoming: Arc<incoming::Incoming>,
 }
 
 impl Scope {
@@ -89,6 +94,10 @@ impl Scope {
         let mut v = trapped_syscalls();
         if self.writes.enabled {
             v.extend(writes::TRAPPED);
+        }
+        // [kube] A remote agent relays sockets: show the program the original addresses.
+        if !self.agent.can_pass_fds() {
+            v.extend(relay::TRAPPED.iter().filter(|n| !v.contains(n)).copied().collect::<Vec<_>>());
         }
         v
     }
@@ -110,6 +119,9 @@ pub fn trapped_syscalls() -> Vec<u32> {
         sys::SYS_execve,
         sys::SYS_execveat,
     ];
+    // Incoming traffic (see `incoming`).
+    v.extend([libc::SYS_bind, libc::SYS_listen, libc::SYS_accept, libc::SYS_accept4].map(|n| n as u32));
+    v.extend([libc::SYS_getsockname, libc::SYS_getpeername].map(|n| n as u32));
     #[cfg(target_arch = "x86_64")]
     v.extend([sys::SYS_open, sys::SYS_creat, sys::SYS_stat, sys::SYS_lstat, sys::SYS_access, sys::SYS_readlink]);
     v
@@ -212,9 +224,16 @@ impl Call {
             _ if nr == sys::SYS_faccessat => self.access(a[0] as i32, a[1], a[2] as i32),
             _ if nr == sys::SYS_faccessat2 => self.access(a[0] as i32, a[1], a[2] as i32),
             _ if nr == sys::SYS_readlinkat => self.readlink(a[0] as i32, a[1], a[2], a[3]),
+            _ if relay::TRAPPED.contains(&nr) && relay::owns(&self.n) => self.relay_trapped(), // [kube]
             _ if nr == sys::SYS_connect => self.connect(),
             _ if nr == sys::SYS_sendto => self.sendto(),
             _ if nr == sys::SYS_sendmsg => self.sendmsg(),
+            _ if nr == libc::SYS_bind as u32 => self.bind(),
+            _ if nr == libc::SYS_listen as u32 => self.listen(),
+            _ if nr == libc::SYS_accept as u32 => self.accept(0),
+            _ if nr == libc::SYS_accept4 as u32 => self.accept(a[3] as i32),
+            _ if nr == libc::SYS_getsockname as u32 => self.sockname(false),
+            _ if nr == libc::SYS_getpeername as u32 => self.sockname(true),
             _ if writes::TRAPPED.contains(&nr) => self.write_through(),
             #[cfg(target_arch = "x86_64")]
             _ if nr == sys::SYS_open => self.open(libc::AT_FDCWD, a[0], a[1] as i32),

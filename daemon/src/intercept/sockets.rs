@@ -7,8 +7,8 @@
 //! non-blocking `connect`, `EINPROGRESS`, timeouts, signals and `getpeername` therefore behave
 //! exactly as the kernel makes them, and the data path is a direct socket: no relay.
 //!
-//! This needs an agent on this host (the `fd-passing` capability); relayed connections for
-//! remote agents belong to the Kubernetes target kind.
+//! This needs an agent on this host (the `fd-passing` capability); for remote agents
+//! (Kubernetes) `relay.rs` carries the bytes over the agent's `OpenConnection` stream instead.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -99,8 +99,8 @@ impl Call {
         }
         let scope = self.scope.clone();
         if !self.scope.agent.can_pass_fds() {
-            scope.stats.error("outgoing connections need an agent on this host (fd-passing)".into());
-            return self.answer(Answer::Continue);
+            // [kube] No agent on this host (no fd-passing): relay over OpenConnection (relay.rs).
+            return self.relay_outgoing(fd, dest, tcp, udp, datagram_only);
         }
         let rt = scope.rt.clone();
         rt.spawn_blocking(move || {

@@ -2,36 +2,66 @@
 //!
 //! This is the seam between target kinds. A [`TargetSpec`] names a target; its kind's backend
 //! resolves it and starts (or reuses) an agent, and from then on the rest of the daemon sees
-//! only an [`Agent`](crate::agent::Agent). Local processes (`pid:N`) are the kind built here;
-//! Kubernetes targets slot in beside them.
+//! only an [`Agent`](crate::agent::Agent) inside a [`Running`] agent:
+//! - `pid:N`: a local process, served by a `tether-agent` child of the daemon ([`local`]);
+//! - `pod/NAME`, `deployment/NAME`, `statefulset/NAME` (each optionally `/container/NAME`) and
+//!   `targetless`: Kubernetes, served by an agent in the cluster ([`kube`]).
 
+pub mod kube;
 pub mod local;
 
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::bail;
+use tether_config::Config;
+use tether_config::target::{TargetKind, TargetPath, parse_target};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::agent::Agent;
 
 /// A target named by the user (`--target` or `target.path`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum TargetSpec {
     /// A process on this machine.
     Pid(u32),
+    /// A Kubernetes workload or `targetless`, in a namespace (`None`: the config's, else the
+    /// kubeconfig context's).
+    Kube { path: TargetPath, namespace: Option<String> },
 }
 
 impl TargetSpec {
     pub fn parse(s: &str) -> anyhow::Result<TargetSpec> {
         let s = s.trim();
-        if let Some(pid) = s.strip_prefix("pid:") {
-            return match pid.parse::<u32>() {
-                Ok(p) if p > 0 => Ok(TargetSpec::Pid(p)),
-                _ => bail!("target `{s}`: `{pid}` is not a process id (expected pid:<number>)"),
-            };
+        match parse_target(s) {
+            Ok(TargetPath::Pid(p)) => Ok(TargetSpec::Pid(p)),
+            Ok(path @ TargetPath::Targetless) => Ok(TargetSpec::Kube { path, namespace: None }),
+            Ok(path @ TargetPath::Kube { kind: TargetKind::Pod | TargetKind::Deployment | TargetKind::StatefulSet, .. }) => {
+                Ok(TargetSpec::Kube { path, namespace: None })
+            }
+            Ok(TargetPath::Kube { kind, .. }) => bail!(
+                "target `{s}`: {} targets are not supported yet; use pod/NAME, deployment/NAME, statefulset/NAME or targetless",
+                kind.as_str()
+            ),
+            Err(m) if s.starts_with("pid:") => bail!("target `{s}`: {m} (expected pid:<number>)"),
+            Err(m) if s.contains('/') => bail!("target `{s}`: {m}"),
+            Err(_) => bail!(
+                "unknown target `{s}`: expected pid:<PID> (a local process), pod/NAME, deployment/NAME, statefulset/NAME or targetless"
+            ),
         }
-        let kube = ["pod/", "deployment/", "statefulset/", "targetless"];
-        if kube.iter().any(|k| s.starts_with(k)) {
-            bail!("target `{s}`: Kubernetes targets are not available in this build yet; use pid:<PID> for a local process");
+    }
+
+    /// The key under which an agent is shared: the spec with the config's namespace filled in
+    /// (two sessions for `deployment/web` in different namespaces are different targets).
+    pub fn with_config(&self, config: &Config) -> TargetSpec {
+        match self {
+            TargetSpec::Kube { path, namespace: None } => {
+                TargetSpec::Kube { path: path.clone(), namespace: config.target.namespace.clone() }
+            }
+            other => other.clone(),
         }
-        bail!("unknown target `{s}`: expected pid:<PID> (a local process)")
     }
 }
 
@@ -39,6 +69,79 @@ impl fmt::Display for TargetSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TargetSpec::Pid(p) => write!(f, "pid:{p}"),
+            TargetSpec::Kube { path, .. } => write!(f, "{path}"),
+        }
+    }
+}
+
+/// A running agent of any kind. The rest of the daemon uses [`Running::agent`].
+pub struct Running {
+    pub agent: Arc<Agent>,
+    backend: Backend,
+}
+
+enum Backend {
+    Local(local::LocalAgent),
+    Kube(crate::kube::start::KubeAgent),
+}
+
+impl Running {
+    pub fn is_alive(&self) -> bool {
+        match &self.backend {
+            Backend::Local(l) => l.is_alive(),
+            Backend::Kube(k) => k.is_alive(),
+        }
+    }
+
+    /// Whether the daemon should keep this agent; `refs` is its `Arc`'s strong count (more
+    /// than one: a session uses it). Local agents stay while they live; Kubernetes agents stay
+    /// for `agent.idle_timeout` after their last session (so that a restart is instant), then
+    /// go, which removes them from the cluster.
+    pub fn keep(&self, refs: usize) -> bool {
+        match &self.backend {
+            Backend::Local(l) => l.is_alive(),
+            Backend::Kube(k) => k.keep(refs > 1),
+        }
+    }
+
+    /// What the doctor found while the agent started (cluster diagnostics), for the session's
+    /// diagnostics (`Session.diagnostics`; the editor protocol converts them).
+    #[allow(dead_code)] // not yet shown to editors: the session module takes them when it wants
+    pub fn diagnostics(&self) -> &[tether_doctor::Diagnostic] {
+        match &self.backend {
+            Backend::Local(_) => &[],
+            Backend::Kube(k) => &k.diagnostics,
+        }
+    }
+}
+
+/// Starts the agent of `target`.
+pub async fn start(
+    target: &TargetSpec,
+    config: &Config,
+    runtime_dir: &Path,
+    progress: Option<&UnboundedSender<String>>,
+) -> anyhow::Result<Running> {
+    match target {
+        TargetSpec::Pid(pid) => {
+            if let Some(p) = progress {
+                let _ = p.send(format!("starting the agent for {target}"));
+            }
+            let local = local::start(
+                *pid,
+                Duration::from_secs(config.agent.startup_timeout),
+                Duration::from_secs(config.agent.idle_timeout),
+                runtime_dir,
+            )
+            .await?;
+            if let Some(p) = progress {
+                let _ = p.send(format!("the agent for {target} is up"));
+            }
+            Ok(Running { agent: local.agent.clone(), backend: Backend::Local(local) })
+        }
+        TargetSpec::Kube { path, namespace } => {
+            let k = kube::start(path, namespace.as_deref(), config, progress).await?;
+            Ok(Running { agent: k.agent.clone(), backend: Backend::Kube(k) })
         }
     }
 }
@@ -52,7 +155,17 @@ mod tests {
         assert_eq!(TargetSpec::parse("pid:42").unwrap(), TargetSpec::Pid(42));
         assert!(TargetSpec::parse("pid:x").unwrap_err().to_string().contains("not a process id"));
         assert!(TargetSpec::parse("pid:0").is_err());
-        assert!(TargetSpec::parse("deployment/web").unwrap_err().to_string().contains("Kubernetes"));
+        let web = TargetSpec::parse("deployment/web").unwrap();
+        assert_eq!(web.to_string(), "deployment/web");
+        assert!(matches!(web, TargetSpec::Kube { namespace: None, .. }));
+        assert_eq!(TargetSpec::parse("statefulset/db/container/pg").unwrap().to_string(), "statefulset/db/container/pg");
+        assert_eq!(TargetSpec::parse("targetless").unwrap().to_string(), "targetless");
+        assert!(TargetSpec::parse("cronjob/x").unwrap_err().to_string().contains("not supported yet"));
+        assert!(TargetSpec::parse("deploymnet/web").unwrap_err().to_string().contains("did you mean `deployment`"));
         assert!(TargetSpec::parse("banana").unwrap_err().to_string().contains("unknown target"));
+        let mut config = Config::default();
+        config.target.namespace = Some("shop".into());
+        assert_eq!(web.with_config(&config), TargetSpec::Kube { path: parse_target("deployment/web").unwrap(), namespace: Some("shop".into()) });
+        assert_eq!(TargetSpec::Pid(1).with_config(&config), TargetSpec::Pid(1));
     }
 }

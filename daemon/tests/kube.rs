@@ -1,0 +1,335 @@
+//! End to end against a fake Kubernetes API server: `tether exec --target deployment/NAME`,
+//! `tether ls`, `tether agents --prune`, and the cluster errors, with the real kube client.
+//!
+//! The fake (`tether_testkit::kube`, read its module doc for what it does NOT cover) runs in
+//! the test's "laptop" network namespace beside a private daemon; its pods are local pods and
+//! its agent containers real `tether-agent` processes inside them, reached only through the
+//! fake's WebSocket port-forward. So these tests prove the whole path of a Kubernetes target —
+//! resolve, permissions, ephemeral container (or Job, or targetless pod), the agent finding its
+//! target by container id, port-forward, token handshake — and the relay that carries outgoing
+//! TCP and UDP (DNS) for an agent that is not on this host.
+//!
+//! Not covered here (the fake cannot): TLS and authentication to the API server, image pulls,
+//! capability enforcement (`privileged`, SELinux, Bottlerocket: unit tests check the advice),
+//! controllers (the tests add a workload's pods themselves), a real kubelet's SPDY.
+//!
+//! Needs root (network namespaces) and the `tether-agent` binary beside `tether` (build the
+//! workspace first: `cargo build --workspace`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use tether_testkit::PodSpec;
+use tether_testkit::kube::{FakeCluster, FakeOptions, FakePod, Kind};
+use tether_testkit::programs;
+
+/// A private daemon in a laptop namespace, and a fake cluster that only it can reach.
+struct KubeWorld {
+    // Dropped first: agents stop, local pods go.
+    fake: FakeCluster,
+    w: World,
+}
+
+fn agent_bin() -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_tether")).with_file_name("tether-agent");
+    assert!(p.exists(), "{} is missing: build the workspace first (cargo build --workspace)", p.display());
+    p
+}
+
+impl KubeWorld {
+    fn new() -> KubeWorld {
+        let w = World::new();
+        let fake = FakeCluster::start(FakeOptions {
+            agent_bin: agent_bin(),
+            netns: Some(PathBuf::from(format!("/var/run/netns/{}", w.laptop))),
+            namespace: "default".into(),
+        })
+        .expect("starting the fake API server");
+        KubeWorld { fake, w }
+    }
+
+    fn tether(&self) -> Command {
+        let mut cmd = self.w.tether();
+        cmd.env("KUBECONFIG", &self.fake.kubeconfig);
+        if let Ok(level) = std::env::var("TETHER_TEST_LOG") {
+            cmd.env("TETHER_LOG", level);
+        }
+        cmd
+    }
+
+    fn exec(&self, target: &str, extra: &[&str], program: &[&str]) -> Output {
+        let mut cmd = self.tether();
+        cmd.arg("exec").arg("--target").arg(target).args(extra).arg("--").args(program);
+        run(&mut cmd)
+    }
+
+    /// A deployment `name` with one ready pod (backed by a local pod named like the deployment).
+    fn deployment(&self, name: &str, containers: &[&str]) {
+        self.fake.add_deployment("default", name, &[("app", name)], containers, 1);
+        self.fake
+            .add_pod(FakePod::new(&format!("{name}-5d8f9-x7k2p")).label("app", name).containers(containers).local(pod_spec(name)))
+            .expect("adding the pod");
+    }
+
+    /// [`expect_all`], with the end of the daemon's log when it fails.
+    fn expect(&self, out: &Output, wanted: &[&str]) {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let missing: Vec<&&str> = wanted.iter().filter(|w| !stdout.contains(**w)).collect();
+        if out.status.success() && missing.is_empty() {
+            return;
+        }
+        let log = self.w.log();
+        let tail: Vec<&str> = log.lines().rev().take(150).collect::<Vec<_>>().into_iter().rev().collect();
+        panic!("missing {missing:?}\n{}\n--- daemon log (end)\n{}", text(out), tail.join("\n"));
+    }
+
+    fn dns_queries(&self, pod: &str) -> u64 {
+        self.fake.with_local_pod("default", pod, |p| p.dns_queries()).unwrap_or(0)
+    }
+}
+
+/// The standard pod of these tests (see common::pod), not yet started.
+fn pod_spec(name: &str) -> PodSpec {
+    PodSpec::new(name)
+        .env("POD_ONLY", POD_SECRET)
+        .env("SHARED", "from-pod")
+        .file(POD_FILE, POD_FILE_TEXT)
+        .host("only-in-hosts", std::net::Ipv4Addr::new(198, 18, 0, 10))
+}
+
+const PROBE_ARGS: &[&str] = &[
+    "env", "POD_ONLY",
+    "cat", POD_FILE,
+    "resolve", "web.svc.cluster.local",
+    "resolve", "only-in-hosts",
+    "get", "http://web.svc.cluster.local/",
+    "udp", "198.18.0.11:7", "ping",
+];
+
+const PYTHON: &str = r#"
+import os, socket
+print("POD_ONLY=" + os.environ.get("POD_ONLY", "unset"))
+print(open("/app/config.txt").read(), end="")
+print("resolve web.svc.cluster.local", socket.gethostbyname("web.svc.cluster.local"))
+s = socket.create_connection(("web.svc.cluster.local", 80), timeout=10)
+s.sendall(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
+data = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+print("peer %s:%d" % s.getpeername())
+print(data.decode().split("\r\n\r\n", 1)[1], end="")
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(5)
+u.sendto(b"ping", ("198.18.0.11", 7))
+data, source = u.recvfrom(100)
+print("udp %s:%d %s" % (source[0], source[1], data.decode()))
+"#;
+
+#[test]
+fn exec_against_a_deployment_sees_env_files_dns_and_outgoing() {
+    let k = KubeWorld::new();
+    k.deployment("web", &["app", "istio-proxy"]);
+    let pod = "web-5d8f9-x7k2p";
+
+    // curl: glibc's resolver (connected UDP, recvfrom checks the source), TCP through the relay.
+    let script = "echo POD_ONLY=$POD_ONLY; curl -sS file:///app/config.txt; \
+                  curl -sS http://web.svc.cluster.local/; curl -sS http://only-in-hosts/";
+    let out = k.exec("deployment/web", &[], &["sh", "-c", script]);
+    k.expect(&out, &[&format!("POD_ONLY={POD_SECRET}"), POD_FILE_TEXT.trim(), "hello from pod web", "you are 198.18.0.10"]);
+    assert!(k.dns_queries(pod) > 0, "the pod's DNS server saw no query\n{}", text(&out));
+
+    // The agent is an ephemeral container aimed at the application container (the sidecar was
+    // skipped), with the token in its environment, and it found its target by container id.
+    let p = k.fake.get(Kind::Pod, "default", pod).unwrap();
+    let eph = &p["spec"]["ephemeralContainers"][0];
+    assert_eq!(eph["targetContainerName"], "app", "{eph}");
+    assert_eq!(eph["env"][0]["name"], "TETHER_AGENT_TOKEN");
+    let args = eph["args"].to_string();
+    assert!(args.contains("--target-container-id") && !args.contains(eph["env"][0]["value"].as_str().unwrap()), "{args}");
+    let agents = k.fake.agents();
+    assert_eq!(agents.len(), 1, "{agents:?}");
+    if !agents[0].args.contains(&"--target-container-id".to_string()) {
+        eprintln!("note: cgroups are not writable here; the fake passed --target-pid instead");
+    }
+
+    // The Go static probe (raw syscalls, its own resolver), then Python (getpeername through the
+    // relay, and an unconnected UDP socket whose answer must come from the original address).
+    // Both reuse the running agent.
+    let probe: Vec<String> =
+        std::iter::once(programs::go_probe_static().unwrap().to_string_lossy().into_owned()).chain(PROBE_ARGS.iter().map(|s| s.to_string())).collect();
+    let probe: Vec<&str> = probe.iter().map(String::as_str).collect();
+    let out = k.exec("deployment/web", &[], &probe);
+    k.expect(
+        &out,
+        &[
+            &format!("POD_ONLY={POD_SECRET}"),
+            POD_FILE_TEXT.trim(),
+            "resolve web.svc.cluster.local 198.18.0.10",
+            "resolve only-in-hosts 198.18.0.10",
+            "peer 198.18.0.10:80",
+            "hello from pod web",
+            "udp 198.18.0.11:7 ping",
+        ],
+    );
+    let out = k.exec("deployment/web", &[], &["python3", "-c", PYTHON]);
+    k.expect(&out, &["resolve web.svc.cluster.local 198.18.0.10", "peer 198.18.0.10:80", "hello from pod web", "udp 198.18.0.11:7 ping"]);
+    assert_eq!(k.fake.agents().len(), 1, "the agent was not reused: {:?}", k.fake.agents());
+    let echo = k.fake.with_local_pod("default", pod, |p| p.echo_datagrams()).unwrap();
+    assert!(echo >= 2, "the pod's echo service saw {echo} datagrams");
+}
+
+#[test]
+fn a_node_job_agent_and_a_statefulset_target() {
+    let k = KubeWorld::new();
+    k.fake.add_statefulset("default", "db", &[("app", "db")], &["postgres"], 1);
+    k.fake.add_pod(FakePod::new("db-0").label("app", "db").containers(&["postgres"]).local(pod_spec("db"))).unwrap();
+    let config = k.w.config(r#"{"agent": {"ephemeral": false, "ttl": 30}}"#);
+    let config = config.to_str().unwrap();
+    let out = k.exec("statefulset/db", &["--config", config], &["sh", "-c", "echo POD_ONLY=$POD_ONLY; curl -sS http://web.svc.cluster.local/"]);
+    k.expect(&out, &[&format!("POD_ONLY={POD_SECRET}"), "hello from pod db"]);
+    let jobs = k.fake.names(Kind::Job, "default");
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let job = k.fake.get(Kind::Job, "default", &jobs[0]).unwrap();
+    assert_eq!(job["spec"]["ttlSecondsAfterFinished"], 30);
+    assert_eq!(job["spec"]["template"]["spec"]["hostPID"], true);
+    assert_eq!(job["spec"]["template"]["spec"]["nodeName"], "node-1");
+    assert_eq!(job["metadata"]["labels"]["app.kubernetes.io/managed-by"], "tether");
+
+    // `tether agents` lists it as in use (its daemon runs); a leftover of a dead daemon on this
+    // host is marked, and --prune removes only that one.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    k.fake.add_raw(
+        Kind::Job,
+        json!({"metadata": {"name": "tether-agent-dead0001", "namespace": "default",
+            "labels": {"app.kubernetes.io/managed-by": "tether", "app.kubernetes.io/name": "tether-agent"},
+            "annotations": {"tether.dev/owner": format!("{host}/999999999"), "tether.dev/target": "deployment/old"}},
+            "spec": {"template": {"spec": {"containers": []}}}, "status": {"active": 1}}),
+    );
+    let out = run(k.tether().args(["agents", "--json"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["agents"].as_array().unwrap();
+    let leftover: Vec<&str> = rows.iter().filter(|r| r["leftover"] == true).map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(leftover, ["tether-agent-dead0001"], "{v}");
+    assert!(rows.iter().any(|r| r["name"] == jobs[0].as_str() && r["leftover"] == false), "{v}");
+    let out = run(k.tether().args(["agents"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cluster-leftover-agents"), "{}", text(&out));
+    let out = run(k.tether().args(["agents", "--prune"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("deleted job default/tether-agent-dead0001"), "{}", text(&out));
+    assert_eq!(k.fake.names(Kind::Job, "default"), jobs, "only the leftover goes");
+}
+
+#[test]
+fn targetless_agents_serve_their_own_pod() {
+    let k = KubeWorld::new();
+    let out = k.exec("targetless", &[], &["sh", "-c", "curl -sS http://198.18.0.10/"]);
+    k.expect(&out, &["hello from pod tether-agent-"]);
+    let pods = k.fake.names(Kind::Pod, "default");
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    assert!(pods[0].starts_with("tether-agent-"));
+}
+
+#[test]
+fn workload_errors_are_clear() {
+    let k = KubeWorld::new();
+    // Two application containers (the sidecar does not count) and none chosen.
+    k.fake.add_deployment("default", "multi", &[("app", "multi")], &["app", "worker", "linkerd-proxy"], 1);
+    k.fake.add_pod(FakePod::new("multi-1").label("app", "multi").containers(&["app", "worker", "linkerd-proxy"])).unwrap();
+    let out = k.exec("deployment/multi", &[], &["true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(err.contains("2 application containers (app, worker)") && err.contains("deployment/multi/container/worker"), "{}", text(&out));
+    assert!(err.contains("cluster-multi-container"), "{}", text(&out));
+
+    // No ready pod.
+    k.fake.add_deployment("default", "down", &[("app", "down")], &["app"], 1);
+    k.fake.add_pod(FakePod::new("down-1").label("app", "down").ready(false)).unwrap();
+    let out = k.exec("deployment/down", &[], &["true"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no running, ready pod: down-1 (Pending)"), "{}", text(&out));
+
+    // Not there at all, and a missing permission named before anything is created.
+    let out = k.exec("deployment/nope", &[], &["true"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("deployment/nope not found in namespace default"), "{}", text(&out));
+    k.fake.add_deployment("default", "locked", &[("app", "locked")], &["app"], 1);
+    k.fake.add_pod(FakePod::new("locked-1").label("app", "locked")).unwrap();
+    k.fake.deny("patch", "pods/ephemeralcontainers");
+    let out = k.exec("deployment/locked", &[], &["true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("patch pods/ephemeralcontainers in namespace default") && err.contains("cluster-rbac"), "{}", text(&out));
+    assert!(k.fake.get(Kind::Pod, "default", "locked-1").unwrap()["spec"]["ephemeralContainers"].is_null());
+    assert!(k.fake.agents().is_empty());
+}
+
+#[test]
+fn an_agent_that_fails_explains_itself() {
+    let k = KubeWorld::new();
+    k.deployment("img", &["app"]);
+    let config = k.w.config(r#"{"agent": {"image": "registry.test/does-not-exist:1", "startup_timeout": 10}}"#);
+    let out = k.exec("deployment/img", &["--config", config.to_str().unwrap()], &["true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ErrImagePull") && err.contains("check agent.image"), "{}", text(&out));
+}
+
+#[test]
+fn ls_lists_workloads_and_pods_with_sidecars_marked() {
+    let k = KubeWorld::new();
+    k.fake.add_deployment("default", "web", &[("app", "web")], &["app", "istio-proxy"], 2);
+    k.fake.add_statefulset("default", "db", &[("app", "db")], &["postgres"], 1);
+    k.fake.add_pod(FakePod::new("web-1").label("app", "web").containers(&["app", "istio-proxy"])).unwrap();
+    k.fake.add_pod(FakePod::new("other").namespace("shop").containers(&["api"])).unwrap();
+    let out = run(k.tether().arg("ls"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    for want in ["deployment/web", "2/2", "app, istio-proxy (sidecar)", "statefulset/db", "postgres", "pod/web-1", "Running"] {
+        assert!(stdout.contains(want), "missing {want:?}\n{}", text(&out));
+    }
+    assert!(!stdout.contains("pod/other"), "another namespace leaked in\n{stdout}");
+    let out = run(k.tether().args(["ls", "--namespace", "shop", "--json"]));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+    assert_eq!(v, json!([{"path": "pod/other", "kind": "pod", "name": "other", "namespace": "shop",
+        "containers": [{"name": "api", "sidecar": false}], "status": "Running"}]));
+    let out = run(k.tether().args(["ls", "-A"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("shop"), "{}", text(&out));
+}
+
+/// `kubectl` against the fake: the calls it serves behave as a real server's would.
+#[test]
+fn kubectl_reads_the_fake() {
+    let kubectl = ["/usr/bin/kubectl", "/usr/local/bin/kubectl"].into_iter().find(|p| Path::new(p).exists());
+    let Some(kubectl) = kubectl else {
+        eprintln!("SKIPPED kubectl_reads_the_fake: kubectl is not installed (apt-get install kubernetes-client)");
+        return;
+    };
+    let k = KubeWorld::new();
+    k.fake.add_deployment("default", "web", &[("app", "web")], &["app"], 1);
+    k.fake.add_pod(FakePod::new("web-1").label("app", "web")).unwrap();
+    let kc = |args: &[&str]| {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &k.w.laptop, kubectl, "--kubeconfig"]).arg(&k.fake.kubeconfig).args(args);
+        cmd.env("HOME", k.w.dir.join("home")).env_remove("KUBECONFIG");
+        run(&mut cmd)
+    };
+    let out = kc(&["get", "pods"]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && s.contains("web-1") && s.contains("Running"), "{}", text(&out));
+    let out = kc(&["get", "deployments"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("web"), "{}", text(&out));
+    let out = kc(&["get", "pod", "web-1", "-o", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+    assert_eq!(v["metadata"]["labels"]["app"], "web");
+    let out = kc(&["get", "pods", "-l", "app=other"]);
+    assert!(out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("web-1"), "{}", text(&out));
+    // kubectl's port-forward speaks SPDY, which the fake refuses with a message that says so.
+    let out = kc(&["port-forward", "pod/web-1", "7777:7777", "--pod-running-timeout=5s"]);
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && (all.contains("SPDY") || all.contains("upgrade")), "{}", text(&out));
+    std::thread::sleep(Duration::from_millis(10));
+}
