@@ -25,7 +25,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::editor::protocol::{AgentInfo, Counters, Diagnostic, ProcessInfo, SessionSnapshot, SessionState};
 
 use crate::intercept::{self, Scope, Stats};
-use crate::target::{TargetSpec, local};
+use crate::target::{self, TargetSpec};
 
 /// A session that nothing joined within this time is dropped.
 pub const JOIN_DEADLINE: Duration = Duration::from_secs(120);
@@ -60,7 +60,16 @@ pub struct CreateParams {
     /// A name for people (the editor's launch name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// The session lives until `tether/launchEnded` or `tether/stopSession` (editor launches):
+    /// debuggers start helper processes before the program and stop the program on Restart, so
+    /// "no process left" does not mean the launch is over. Such a session still ends after
+    /// [`EDITOR_IDLE`] without any process, should the editor never say so.
+    #[serde(default)]
+    pub until_ended: bool,
 }
+
+/// How long a session kept for its editor may have no process before it ends anyway.
+pub const EDITOR_IDLE: Duration = Duration::from_secs(600);
 
 /// What a launched process needs to join the session.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -97,7 +106,11 @@ pub struct Session {
     pub workspace: PathBuf,
     /// What the doctor found while the session runs.
     pub diagnostics: Mutex<Vec<Diagnostic>>,
-    agent: Arc<local::LocalAgent>,
+    /// See [`CreateParams::until_ended`].
+    pub until_ended: bool,
+    /// Since when no process has been under the session (checked by the sweep).
+    idle_since: Mutex<Option<Instant>>,
+    agent: Arc<target::Running>,
 }
 
 impl Session {
@@ -151,7 +164,7 @@ pub struct Sessions {
     ended: Mutex<VecDeque<SessionSnapshot>>,
     /// Stopped sessions whose processes still run: their directories go when the last one exits.
     draining: Mutex<Vec<Arc<Session>>>,
-    agents: tokio::sync::Mutex<HashMap<TargetSpec, Arc<local::LocalAgent>>>,
+    agents: tokio::sync::Mutex<HashMap<TargetSpec, Arc<target::Running>>>,
     runtime_dir: PathBuf,
     changed: tokio::sync::Notify,
 }
@@ -320,6 +333,7 @@ impl Sessions {
             dir_root,
             dirs: Mutex::default(),
             writes: intercept::WriteThrough::new(writable_remote(config)),
+            incoming: Arc::new(intercept::incoming::Incoming::new(config.feature.network.incoming.clone())),
         });
         let session = Arc::new(Session {
             id: id.clone(),
@@ -333,6 +347,8 @@ impl Sessions {
             label: params.label.clone(),
             workspace: params.cwd.clone(),
             diagnostics: Mutex::default(),
+            until_ended: params.until_ended,
+            idle_since: Mutex::default(),
             agent,
         });
         let layer = install_layer(config.layer.dir.as_deref())?;
@@ -352,37 +368,24 @@ impl Sessions {
         Ok(info)
     }
 
-    /// The running agent for `target`, or a new one.
+    /// The running agent for `target`, or a new one (the kind's backend starts it: `target::start`).
     async fn agent_for(
         &self,
         target: &TargetSpec,
         config: &Config,
         progress: Option<&UnboundedSender<String>>,
-    ) -> anyhow::Result<Arc<local::LocalAgent>> {
+    ) -> anyhow::Result<Arc<target::Running>> {
+        let key = target.with_config(config);
         let mut agents = self.agents.lock().await;
-        if let Some(a) = agents.get(target) {
+        if let Some(a) = agents.get(&key) {
             if a.is_alive() {
                 return Ok(a.clone());
             }
             tracing::warn!(%target, "the agent is gone; starting a new one");
-            agents.remove(target);
+            agents.remove(&key);
         }
-        let TargetSpec::Pid(pid) = target;
-        if let Some(p) = progress {
-            let _ = p.send(format!("starting the agent for {target}"));
-        }
-        let agent = local::start(
-            *pid,
-            Duration::from_secs(config.agent.startup_timeout),
-            Duration::from_secs(config.agent.idle_timeout),
-            &self.runtime_dir,
-        )
-        .await?;
-        if let Some(p) = progress {
-            let _ = p.send(format!("the agent for {target} is up"));
-        }
-        let agent = Arc::new(agent);
-        agents.insert(target.clone(), agent.clone());
+        let agent = Arc::new(target::start(&key, config, &self.runtime_dir, progress).await?);
+        agents.insert(key, agent.clone());
         Ok(agent)
     }
 
@@ -414,8 +417,17 @@ impl Sessions {
                 .filter_map(|s| {
                     let joined = s.joined.load(Ordering::SeqCst);
                     let live = s.listeners.load(Ordering::SeqCst);
-                    if joined && live == 0 {
+                    let idle = {
+                        let mut since = s.idle_since.lock().unwrap();
+                        if live > 0 {
+                            *since = None;
+                        }
+                        since.get_or_insert_with(Instant::now).elapsed()
+                    };
+                    if joined && live == 0 && !s.until_ended {
                         Some((s.id.clone(), "all its processes exited"))
+                    } else if joined && live == 0 && idle > EDITOR_IDLE {
+                        Some((s.id.clone(), "no process for 10 minutes and the editor did not end it"))
                     } else if !joined && s.created.elapsed() > JOIN_DEADLINE {
                         Some((s.id.clone(), "no process joined it within 120 s"))
                     } else {
@@ -441,7 +453,7 @@ impl Sessions {
             !done
         });
         let mut agents = self.agents.lock().await;
-        agents.retain(|_, a| a.is_alive());
+        agents.retain(|_, a| a.keep(Arc::strong_count(a)));
     }
 }
 
@@ -453,7 +465,13 @@ fn writable_remote(config: &Config) -> bool {
 }
 
 /// Programs that are never intercepted: debuggers and the tools that build programs.
-pub const BUILT_IN_SKIPS: &[&str] = &["gdb", "lldb", "dlv", "lldb-server", "gdbserver", "strace", "ltrace"];
+pub const BUILT_IN_SKIPS: &[&str] = &[
+    // debuggers and tracers
+    "gdb", "lldb", "dlv", "lldb-server", "gdbserver", "strace", "ltrace",
+    // the Go toolchain (`go build`, `dlv debug`) and the C toolchain it calls for cgo
+    "go", "compile", "asm", "link", "cgo", "vet", "gcc", "cc", "cc1", "as", "ld", "ld.bfd", "ld.gold", "collect2",
+    "x86_64-linux-gnu-gcc", "x86_64-linux-gnu-gcc-12", "x86_64-linux-gnu-ld", "x86_64-linux-gnu-as", "x86_64-linux-gnu-ld.bfd",
+];
 
 /// A file's identity and version: inode, size and modification time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

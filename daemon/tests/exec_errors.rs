@@ -162,7 +162,7 @@ fn a_kernel_without_seccomp_user_notification() {
     let out = w.exec(&pod, &[], &["true"]);
     assert!(out.status.success(), "{}", text(&out));
     // `ip netns exec LAPTOP noseccomp tether exec ...`
-    let mut cmd = w.tether();
+    let cmd = w.tether();
     let args: Vec<std::ffi::OsString> = cmd.get_args().map(|a| a.to_os_string()).collect();
     let (netns, tether) = args.split_at(3);
     let mut wrapped = std::process::Command::new(cmd.get_program());

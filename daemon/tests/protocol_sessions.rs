@@ -87,9 +87,16 @@ fn prepare_launch_patches_the_launch_and_the_program_runs_inside_the_target() {
         common::text(&out)
     );
 
+    // The program's exit does not end an editor's session (debuggers start helpers first and
+    // stop the program on Restart): the editor ends it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let now = c.ok("tether/sessions", Value::Null);
+    let ours = now["sessions"].as_array().unwrap().iter().find(|s| s["id"] == id.as_str()).cloned().unwrap();
+    assert_eq!(ours["state"], "ready", "{ours:#}");
+    c.notify("tether/launchEnded", json!({"sessionId": id}));
     let ended = watcher.wait_for("tether/sessionChanged", WAIT, |p| p["id"] == id.as_str() && p["state"] == "ended");
     let p = &ended["params"];
-    assert_eq!(p["endReason"], "all its processes exited");
+    assert_eq!(p["endReason"], "the editor's debug session ended");
     assert!(
         p["processes"]
             .as_array()

@@ -293,6 +293,7 @@ impl Editor {
             config: config_path.clone(),
             cwd: p.workspace_folder.clone(),
             label,
+            until_ended: true,
         };
 
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
