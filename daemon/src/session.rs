@@ -147,7 +147,12 @@ impl Session {
                 ..Counters::default()
             },
             last_errors: st.errors.lock().unwrap().iter().cloned().collect(),
-            diagnostics: self.diagnostics.lock().unwrap().clone(),
+            diagnostics: {
+                let found = self.scope.stats.diagnostics.lock().unwrap().clone();
+                let mut all = self.diagnostics.lock().unwrap().clone();
+                all.extend(found.into_iter().map(crate::editor::launch::convert));
+                all
+            },
             created: self.created_unix,
             end_reason,
             launch_name: self.label.clone(),
@@ -346,7 +351,8 @@ impl Sessions {
             created_unix: unix_now(),
             label: params.label.clone(),
             workspace: params.cwd.clone(),
-            diagnostics: Mutex::default(),
+            // What the target's backend found while starting the agent (service mesh, ...).
+            diagnostics: Mutex::new(agent.diagnostics().iter().cloned().map(crate::editor::launch::convert).collect()),
             until_ended: params.until_ended,
             idle_since: Mutex::default(),
             agent,

@@ -17,6 +17,7 @@
 //! workspace first: `cargo build --workspace`).
 
 mod common;
+mod protocol_client;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -332,4 +333,22 @@ fn kubectl_reads_the_fake() {
     let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!out.status.success() && (all.contains("SPDY") || all.contains("upgrade")), "{}", text(&out));
     std::thread::sleep(Duration::from_millis(10));
+}
+
+/// `tether/listTargets` offers the cluster's workloads beside the local processes.
+#[test]
+fn list_targets_offers_workloads_to_editors() {
+    let k = KubeWorld::new();
+    k.fake.add_deployment("default", "web", &[("app", "web")], &["app", "istio-proxy"], 1);
+    let kubeconfig = k.fake.kubeconfig.to_string_lossy().into_owned();
+    let _daemon = protocol_client::start_daemon(&k.w, &[("KUBECONFIG", kubeconfig.as_str())]);
+    let mut c = protocol_client::Client::connect(&k.w);
+    c.initialize(json!({}));
+    let r = c.ok("tether/listTargets", json!({}));
+    let targets = r["targets"].as_array().unwrap();
+    assert!(targets.iter().any(|t| t["kind"] == "process"), "local processes stay listed: {r:#}");
+    let web = targets.iter().find(|t| t["path"] == "deployment/web").unwrap_or_else(|| panic!("{r:#}"));
+    assert_eq!(web["namespace"], "default");
+    assert_eq!(web["containers"], json!(["app", "istio-proxy"]));
+    assert_eq!(web["sidecars"], json!(["istio-proxy"]));
 }

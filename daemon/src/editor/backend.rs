@@ -349,8 +349,17 @@ impl Editor {
         Ok(DoctorResult { diagnostics: launch::diagnose(&p.launch, &facts).1 })
     }
 
-    async fn list_targets(&self, _: ListTargetsParams) -> Result<ListTargetsResult> {
-        let targets = tokio::task::spawn_blocking(super::targets::local_processes).await.map_err(failed)?;
+    async fn list_targets(&self, p: ListTargetsParams) -> Result<ListTargetsResult> {
+        let mut targets = tokio::task::spawn_blocking(super::targets::local_processes).await.map_err(failed)?;
+        if super::targets::kubeconfig_present() {
+            match super::targets::kube_targets(p.namespace.as_deref(), std::time::Duration::from_secs(5)).await {
+                Ok(kube) => targets.extend(kube),
+                Err(e) => {
+                    let text = format!("tether: Kubernetes targets are not listed: {e:#}");
+                    self.client.log_message(MessageType::WARNING, text).await;
+                }
+            }
+        }
         Ok(ListTargetsResult { targets })
     }
 

@@ -25,7 +25,8 @@ pub fn facts(workspace_folder: &Path, config: &Config, target_env: Option<BTreeM
     crate::doctor::facts(config, workspace_folder, target_env)
 }
 
-fn convert(d: tether_doctor::Diagnostic) -> Diagnostic {
+/// The doctor's diagnostic in the editor protocol's shape.
+pub fn convert(d: tether_doctor::Diagnostic) -> Diagnostic {
     let severity = match d.severity {
         tether_doctor::Severity::Error => Severity::Error,
         tether_doctor::Severity::Warning => Severity::Warning,

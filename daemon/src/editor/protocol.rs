@@ -169,7 +169,7 @@ pub struct ListTargetsResult {
 pub struct Target {
     /// What to pass as `target`: `pid:1234`.
     pub path: String,
-    /// `process` (a local process); Kubernetes kinds come later.
+    /// `process` (a local process), `deployment`, `statefulset` or `pod`.
     pub kind: String,
     /// The process id, for local processes.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -182,6 +182,12 @@ pub struct Target {
     pub namespace: Option<String>,
     /// The pod's containers; empty for local processes.
     pub containers: Vec<String>,
+    /// Which of `containers` are service-mesh or other sidecars (skipped unless named).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<String>,
+    /// `ready/desired` for workloads, the phase for pods; empty for local processes.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub status: String,
 }
 
 /// `tether/sessions` result.
@@ -436,7 +442,7 @@ pub fn methods() -> Vec<MethodDoc> {
         ),
         tether::<ListTargetsParams, ListTargetsResult>(
             "tether/listTargets",
-            "Targets for pickers: the local processes this user may target.",
+            "Targets for pickers: the local processes this user may target, then the Kubernetes workloads and pods of the namespace (or the context's) when a kubeconfig is usable.",
         ),
         tether::<NoParams, SessionsResult>("tether/sessions", "All sessions: live ones, then recently ended ones."),
         tether::<StopSessionParams, StopSessionResult>(

@@ -1,6 +1,7 @@
-//! `tether/listTargets`: what a target picker offers. Local processes today (those this user may
-//! enter: their network namespace and root file system are readable); Kubernetes targets join
-//! here when that backend exists.
+//! `tether/listTargets`: what a target picker offers: the local processes this user may enter
+//! (their network namespace and root file system are readable), then the Kubernetes workloads
+//! and pods of a namespace when a kubeconfig is usable. A cluster that cannot be reached in time
+//! leaves the local list intact and is reported as a warning, never as a failed picker.
 
 use super::protocol::Target;
 
@@ -31,10 +32,45 @@ pub fn local_processes() -> Vec<Target> {
             cmdline,
             namespace: None,
             containers: Vec::new(),
+            sidecars: Vec::new(),
+            status: String::new(),
         });
     }
     out.sort_by_key(|t| t.pid);
     out
+}
+
+/// The Kubernetes targets of `namespace` (else the context's), within `limit`.
+pub async fn kube_targets(namespace: Option<&str>, limit: std::time::Duration) -> anyhow::Result<Vec<Target>> {
+    let listed = tokio::time::timeout(limit, async {
+        let cluster = crate::kube::cluster().await?;
+        let ns = namespace.map(str::to_string).unwrap_or_else(|| cluster.namespace.clone());
+        crate::kube::list::list_targets(&cluster, Some(&ns)).await
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the cluster did not answer within {limit:?}"))??;
+    Ok(listed
+        .into_iter()
+        .map(|l| Target {
+            path: l.path,
+            kind: l.kind.to_string(),
+            pid: None,
+            executable: String::new(),
+            cmdline: Vec::new(),
+            namespace: Some(l.namespace),
+            sidecars: l.containers.iter().filter(|c| c.sidecar).map(|c| c.name.clone()).collect(),
+            containers: l.containers.into_iter().map(|c| c.name).collect(),
+            status: l.status,
+        })
+        .collect())
+}
+
+/// Is there a kubeconfig to try at all? (No cluster is no error for a picker.)
+pub fn kubeconfig_present() -> bool {
+    match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+        Some(paths) => std::env::split_paths(&paths).any(|p| p.exists()),
+        None => std::env::var_os("HOME").is_some_and(|h| std::path::Path::new(&h).join(".kube/config").exists()),
+    }
 }
 
 #[cfg(test)]

@@ -870,7 +870,28 @@ impl Call {
         inc.register(&self.scope, listen)
             .map_err(|e| format!("subscribing to the target's port {remote}: {e}"))?;
         tracing::info!(local = %local, remote, mode = ?inc.config.mode, "listener subscribed");
+        self.check_port_is_served(requested);
         Ok(())
+    }
+
+    /// The doctor's port check (`port-not-served`): a listener on a port the target does not
+    /// serve, with no `port_mapping`, gets no traffic; the session says so, naming the target's
+    /// ports and the mapping to add. Local targets only (their ports are read from /proc).
+    fn check_port_is_served(&self, requested: u16) {
+        let pid = self.scope.agent.hello.target_pid;
+        if pid <= 0 || !self.scope.agent.can_pass_fds() {
+            return;
+        }
+        let Some(ports) = target_listening_ports(pid as u32) else { return };
+        let mut config = tether_config::Config::default();
+        config.feature.network.incoming = self.scope.incoming.config.clone();
+        if let Some(d) = tether_doctor::port_diagnostic(requested, &ports, &config) {
+            let mut found = self.scope.stats.diagnostics.lock().unwrap();
+            if !found.iter().any(|f| f.message == d.message) {
+                tracing::warn!("{}", d.message);
+                found.push(d);
+            }
+        }
     }
 
     /// `accept`/`accept4` on a subscribed listener: emulated (see the module docs).
@@ -1115,4 +1136,24 @@ mod tests {
             "truncated, the real length reported"
         );
     }
+}
+
+/// The TCP ports something listens on in the network namespace of `pid`.
+fn target_listening_ports(pid: u32) -> Option<Vec<u16>> {
+    let mut ports = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else { continue };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // local_address is "ADDR:PORT" in hex; st 0A is LISTEN.
+            if cols.get(3) == Some(&"0A") {
+                if let Some(port) = cols.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok()) {
+                    ports.push(port);
+                }
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    Some(ports)
 }

@@ -43,6 +43,8 @@ pub struct Stats {
     pub dns_lookups: AtomicU64,
     pub processes: Mutex<BTreeMap<u32, Process>>,
     pub errors: Mutex<VecDeque<String>>,
+    /// What the doctor found while the session runs (a port the target does not serve, ...).
+    pub diagnostics: Mutex<Vec<tether_doctor::Diagnostic>>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]

@@ -106,7 +106,6 @@ impl Running {
 
     /// What the doctor found while the agent started (cluster diagnostics), for the session's
     /// diagnostics (`Session.diagnostics`; the editor protocol converts them).
-    #[allow(dead_code)] // not yet shown to editors: the session module takes them when it wants
     pub fn diagnostics(&self) -> &[tether_doctor::Diagnostic] {
         match &self.backend {
             Backend::Local(_) => &[],
