@@ -42,6 +42,21 @@ pub struct Config {
     pub layer: LayerConfig,
 }
 
+/// Programs that are never intercepted, whatever the config says: debuggers and tracers, and
+/// the tools that build programs (the Go toolchain and the C toolchain it calls for cgo). Their
+/// children are still intercepted: the program a debugger or `go run` starts is decided by its
+/// own executable.
+pub const BUILT_IN_SKIPS: &[&str] = &[
+    "gdb", "lldb", "dlv", "lldb-server", "gdbserver", "strace", "ltrace",
+    "go", "compile", "asm", "link", "cgo", "vet", "gcc", "cc", "cc1", "as", "ld", "ld.bfd", "ld.gold", "collect2",
+    "x86_64-linux-gnu-gcc", "x86_64-linux-gnu-gcc-12", "x86_64-linux-gnu-ld", "x86_64-linux-gnu-as", "x86_64-linux-gnu-ld.bfd",
+];
+
+/// Whether `exe_name` (a file name or a path) is one of the [`BUILT_IN_SKIPS`].
+pub fn skipped_built_in(exe_name: &str) -> bool {
+    BUILT_IN_SKIPS.contains(&exe_name.rsplit('/').next().unwrap_or(exe_name))
+}
+
 impl Config {
     /// Whether the executable `exe_name` (a file name or a path; only the file name counts) is
     /// in `skip_processes`.

@@ -331,7 +331,7 @@ impl Sessions {
             session: id.clone(),
             paths,
             outgoing,
-            skip: Box::new(move |name| skip_config.skips(name) || BUILT_IN_SKIPS.contains(&name)),
+            skip: Box::new(move |name| skip_config.skips(name) || tether_config::model::skipped_built_in(name)),
             agent: agent.agent.clone(),
             stats: Arc::new(Stats::default()),
             rt: tokio::runtime::Handle::current(),
@@ -469,15 +469,6 @@ fn writable_remote(config: &Config) -> bool {
     let fs = &config.feature.fs;
     fs.mode == FsMode::Write || (fs.mode != FsMode::Local && !fs.read_write.0.is_empty())
 }
-
-/// Programs that are never intercepted: debuggers and the tools that build programs.
-pub const BUILT_IN_SKIPS: &[&str] = &[
-    // debuggers and tracers
-    "gdb", "lldb", "dlv", "lldb-server", "gdbserver", "strace", "ltrace",
-    // the Go toolchain (`go build`, `dlv debug`) and the C toolchain it calls for cgo
-    "go", "compile", "asm", "link", "cgo", "vet", "gcc", "cc", "cc1", "as", "ld", "ld.bfd", "ld.gold", "collect2",
-    "x86_64-linux-gnu-gcc", "x86_64-linux-gnu-gcc-12", "x86_64-linux-gnu-ld", "x86_64-linux-gnu-as", "x86_64-linux-gnu-ld.bfd",
-];
 
 /// A file's identity and version: inode, size and modification time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,8 +15,6 @@ use crate::facts::Facts;
 use crate::launch::{Cx, Launch};
 use crate::{Diagnostic, Fix, Severity, check_launch};
 
-/// Executables that are never intercepted whatever the config says: the debuggers.
-pub const BUILTIN_SKIPPED: [&str; 3] = ["gdb", "lldb", "dlv"];
 
 /// Ids whose diagnostics mean "the program cannot load the layer because of how it is linked".
 const STATIC_IDS: [&str; 5] = [
@@ -84,9 +82,9 @@ pub fn diagnose(launch: &Value, facts: &Facts, waited: Duration) -> Diagnostic {
                 });
                 break;
             }
-            if BUILTIN_SKIPPED.contains(&base.as_str()) {
+            if tether_config::model::skipped_built_in(&base) {
                 causes.push(Cause {
-                    text: format!("`{base}` is a debugger, which tether never intercepts"),
+                    text: format!("`{base}` is a debugger or build tool, which tether never intercepts"),
                     fix: Some("launch the program itself, not the debugger".into()),
                 });
                 break;
