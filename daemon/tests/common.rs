@@ -112,9 +112,9 @@ pub const POD_SECRET: &str = "only-in-the-pod-7d1c";
 pub const POD_FILE: &str = "/app/config.txt";
 pub const POD_FILE_TEXT: &str = "pod config: mode=cluster\n";
 
-/// The standard pod of these tests: a variable, a file and a hosts entry only the pod has.
-pub fn pod(name: &str) -> Pod {
-    assert!(!Path::new(POD_FILE).exists(), "{POD_FILE} must not exist on this machine for these tests");
+/// The standard pod of these tests, not yet started: a variable, a file and a hosts entry only
+/// the pod has.
+pub fn pod_spec(name: &str) -> PodSpec {
     PodSpec::new(name)
         .env("POD_ONLY", POD_SECRET)
         .env("SHARED", "from-pod")
@@ -122,9 +122,59 @@ pub fn pod(name: &str) -> Pod {
         .file("/app/data/a.txt", "A")
         .file("/app/data/b.txt", "B")
         .host("only-in-hosts", std::net::Ipv4Addr::new(198, 18, 0, 10))
-        .start()
-        .expect("starting a local pod")
 }
+
+/// The standard pod, started.
+pub fn pod(name: &str) -> Pod {
+    assert!(!Path::new(POD_FILE).exists(), "{POD_FILE} must not exist on this machine for these tests");
+    pod_spec(name).start().expect("starting a local pod")
+}
+
+/// The probes' subcommands (testkit's Go and C probes) and what they must print in a pod.
+pub const PROBE_ARGS: &[&str] = &[
+    "env", "POD_ONLY",
+    "cat", POD_FILE,
+    "resolve", "web.svc.cluster.local",
+    "resolve", "only-in-hosts",
+    "get", "http://web.svc.cluster.local/",
+    "udp", "198.18.0.11:7", "ping",
+];
+pub const PROBE_EXPECT: &[&str] = &[
+    "resolve web.svc.cluster.local 198.18.0.10",
+    "resolve only-in-hosts 198.18.0.10",
+    "peer 198.18.0.10:80",
+    "udp 198.18.0.11:7 ping",
+];
+
+/// A probe's command line.
+pub fn probe(path: PathBuf) -> Vec<String> {
+    std::iter::once(path.to_string_lossy().into_owned()).chain(PROBE_ARGS.iter().map(|s| s.to_string())).collect()
+}
+
+/// The same checks in Python (prints the same lines as the probes; the UDP line shows the
+/// answer's source address as `recvfrom` reports it).
+pub const PYTHON: &str = r#"
+import os, socket
+print("POD_ONLY=" + os.environ.get("POD_ONLY", "unset"))
+print(open("/app/config.txt").read(), end="")
+print("resolve web.svc.cluster.local", socket.gethostbyname("web.svc.cluster.local"))
+print("resolve only-in-hosts", socket.gethostbyname("only-in-hosts"))
+s = socket.create_connection(("web.svc.cluster.local", 80), timeout=10)
+s.sendall(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
+data = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+print("peer %s:%d" % s.getpeername())
+print(data.decode().split("\r\n\r\n", 1)[1], end="")
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(5)
+u.sendto(b"ping", ("198.18.0.11", 7))
+data, source = u.recvfrom(100)
+print("udp %s:%d %s" % (source[0], source[1], data.decode()))
+"#;
 
 /// Asserts that `out` succeeded and printed every one of `wanted`.
 pub fn expect_all(out: &Output, wanted: &[&str]) {

@@ -29,25 +29,6 @@ fn check(name: &str, program: &[&str], extra: &[&str]) {
     assert!(pod.dns_queries() > 0 || extra.is_empty(), "the pod's DNS server saw no query\n{}", text(&out));
 }
 
-const PROBE_ARGS: &[&str] = &[
-    "env", "POD_ONLY",
-    "cat", POD_FILE,
-    "resolve", "web.svc.cluster.local",
-    "resolve", "only-in-hosts",
-    "get", "http://web.svc.cluster.local/",
-    "udp", "198.18.0.11:7", "ping",
-];
-const PROBE_EXPECT: &[&str] = &[
-    "resolve web.svc.cluster.local 198.18.0.10",
-    "resolve only-in-hosts 198.18.0.10",
-    "peer 198.18.0.10:80",
-    "udp 198.18.0.11:7 ping",
-];
-
-fn probe(path: std::path::PathBuf) -> Vec<String> {
-    std::iter::once(path.to_string_lossy().into_owned()).chain(PROBE_ARGS.iter().map(|s| s.to_string())).collect()
-}
-
 #[test]
 fn dynamic_c_program() {
     let p = probe(programs::c_probe().unwrap());
@@ -89,27 +70,6 @@ fn static_busybox() {
     check("busybox", &[&bb, "sh", "-c", &script], &["Address: 198.18.0.10"]);
 }
 
-const PYTHON: &str = r#"
-import os, socket
-print("POD_ONLY=" + os.environ.get("POD_ONLY", "unset"))
-print(open("/app/config.txt").read(), end="")
-print("resolve web.svc.cluster.local", socket.gethostbyname("web.svc.cluster.local"))
-print("resolve only-in-hosts", socket.gethostbyname("only-in-hosts"))
-s = socket.create_connection(("web.svc.cluster.local", 80), timeout=10)
-s.sendall(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
-data = b""
-while True:
-    chunk = s.recv(4096)
-    if not chunk:
-        break
-    data += chunk
-print("peer %s:%d" % s.getpeername())
-print(data.decode().split("\r\n\r\n", 1)[1], end="")
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u.settimeout(5)
-u.sendto(b"ping", ("198.18.0.11", 7))
-print("udp 198.18.0.11:7", u.recv(100).decode())
-"#;
 
 #[test]
 fn python() {

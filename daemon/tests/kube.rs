@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use tether_testkit::PodSpec;
 use tether_testkit::kube::{FakeCluster, FakeOptions, FakePod, Kind};
 use tether_testkit::programs;
 
@@ -94,45 +93,8 @@ impl KubeWorld {
     }
 }
 
-/// The standard pod of these tests (see common::pod), not yet started.
-fn pod_spec(name: &str) -> PodSpec {
-    PodSpec::new(name)
-        .env("POD_ONLY", POD_SECRET)
-        .env("SHARED", "from-pod")
-        .file(POD_FILE, POD_FILE_TEXT)
-        .host("only-in-hosts", std::net::Ipv4Addr::new(198, 18, 0, 10))
-}
 
-const PROBE_ARGS: &[&str] = &[
-    "env", "POD_ONLY",
-    "cat", POD_FILE,
-    "resolve", "web.svc.cluster.local",
-    "resolve", "only-in-hosts",
-    "get", "http://web.svc.cluster.local/",
-    "udp", "198.18.0.11:7", "ping",
-];
 
-const PYTHON: &str = r#"
-import os, socket
-print("POD_ONLY=" + os.environ.get("POD_ONLY", "unset"))
-print(open("/app/config.txt").read(), end="")
-print("resolve web.svc.cluster.local", socket.gethostbyname("web.svc.cluster.local"))
-s = socket.create_connection(("web.svc.cluster.local", 80), timeout=10)
-s.sendall(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
-data = b""
-while True:
-    chunk = s.recv(4096)
-    if not chunk:
-        break
-    data += chunk
-print("peer %s:%d" % s.getpeername())
-print(data.decode().split("\r\n\r\n", 1)[1], end="")
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u.settimeout(5)
-u.sendto(b"ping", ("198.18.0.11", 7))
-data, source = u.recvfrom(100)
-print("udp %s:%d %s" % (source[0], source[1], data.decode()))
-"#;
 
 #[test]
 fn exec_against_a_deployment_sees_env_files_dns_and_outgoing() {
