@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Socket, Type};
 use tether_protocol::fdpass::{
     ConnectionKind, FdReply, HttpFilter, IncomingEvent, IncomingMode, IncomingStats, send_line,
+    try_send_line,
 };
 use tokio::net::{TcpListener, TcpStream};
 
@@ -88,6 +89,10 @@ pub struct Sub {
     pub stats: SubStats,
     tx: mpsc::SyncSender<Event>,
     active: AtomicBool,
+    /// The subscriber's connection once the subscription is confirmed (fd-socket form only):
+    /// stolen sockets are sent on it straight from the accept task, without a hand-off to the
+    /// subscription's thread. The lock keeps lines whole between the two senders.
+    direct: Mutex<Option<UnixStream>>,
 }
 
 impl Sub {
@@ -122,6 +127,46 @@ impl Sub {
 
     pub fn active(&self) -> bool {
         self.active.load(Relaxed)
+    }
+
+    /// Sends a connection on the subscriber's connection right away (never blocking); gives the
+    /// descriptor back when that is not possible now (no direct connection yet, or a full
+    /// buffer), so that it goes through [`Sub::deliver`] instead.
+    fn send_now(
+        &self,
+        id: u64,
+        kind: ConnectionKind,
+        peer: SocketAddr,
+        local: SocketAddr,
+        fd: OwnedFd,
+    ) -> Result<(), OwnedFd> {
+        if !self.active() {
+            return Err(fd);
+        }
+        // Never wait here (a tokio worker): the subscription's thread may be sending.
+        let Ok(direct) = self.direct.try_lock() else {
+            return Err(fd);
+        };
+        let Some(conn) = direct.as_ref() else {
+            return Err(fd);
+        };
+        let ev = IncomingEvent::Connection {
+            id,
+            kind,
+            peer: peer.to_string(),
+            local: local.to_string(),
+        };
+        let Ok(line) = serde_json::to_string(&ev) else {
+            return Err(fd);
+        };
+        match try_send_line(conn, &line, Some(fd.as_raw_fd())) {
+            Ok(()) => {
+                SubStats::add(&self.stats.connections, 1);
+                tracing::debug!(id, ?kind, %peer, %local, "incoming connection handed over");
+                Ok(())
+            }
+            Err(_) => Err(fd),
+        }
     }
 }
 
@@ -236,6 +281,7 @@ impl Incoming {
         rx: mpsc::Receiver<Event>,
     ) -> io::Result<()> {
         reply(conn, 0, "")?;
+        *sub.direct.lock().unwrap() = Some(conn.try_clone()?);
         // The subscriber sends nothing more: end-of-file (or anything unexpected) unsubscribes.
         let reader = conn.try_clone()?;
         std::thread::Builder::new()
@@ -268,6 +314,7 @@ impl Incoming {
                         local: local.to_string(),
                     };
                     let line = serde_json::to_string(&ev).map_err(io::Error::other)?;
+                    let _one = sub.direct.lock().unwrap();
                     send_line(conn, &line, Some(fd.as_raw_fd()))?;
                     tracing::debug!(id, ?kind, %peer, %local, "incoming connection handed over");
                 }
@@ -280,6 +327,7 @@ impl Incoming {
                 if now != sent {
                     let line = serde_json::to_string(&IncomingEvent::Stats(now.clone()))
                         .map_err(io::Error::other)?;
+                    let _one = sub.direct.lock().unwrap();
                     send_line(conn, &line, None)?;
                     sent = now;
                 }
@@ -308,6 +356,7 @@ impl Incoming {
             stats: SubStats::default(),
             tx,
             active: AtomicBool::new(true),
+            direct: Mutex::new(None),
         });
         match mode {
             IncomingMode::Steal => {
@@ -351,6 +400,7 @@ impl Incoming {
 
     fn unsubscribe(&self, sub: &Arc<Sub>) {
         sub.active.store(false, Relaxed);
+        sub.direct.lock().unwrap().take();
         let mut st = self.state.lock().unwrap();
         match sub.mode {
             IncomingMode::Steal => {
@@ -400,8 +450,12 @@ impl Incoming {
         loop {
             match l.accept().await {
                 Ok((s, peer)) => {
-                    let me = self.clone();
-                    tokio::spawn(async move { me.redirected(s, unmap(peer), own_port).await });
+                    // A plain steal is handed over right here (no task, no thread hand-off);
+                    // only filtered and passed-on connections need a task of their own.
+                    if let Some(s) = self.hand_over_now(s, unmap(peer), own_port) {
+                        let me = self.clone();
+                        tokio::spawn(async move { me.redirected(s, unmap(peer), own_port).await });
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(err = %e, "accepting a redirected connection failed");
@@ -409,6 +463,39 @@ impl Incoming {
                 }
             }
         }
+    }
+
+    /// Sends a redirected connection of an unfiltered steal to its subscriber at once; gives
+    /// the connection back when it needs [`Incoming::redirected`].
+    fn hand_over_now(&self, s: TcpStream, peer: SocketAddr, own_port: u16) -> Option<TcpStream> {
+        let orig = match s.local_addr() {
+            Ok(a) if a.port() != own_port => unmap(a),
+            _ => return Some(s),
+        };
+        let sub = self.state.lock().unwrap().steal.get(&orig.port()).cloned();
+        let sub = match sub {
+            Some(sub) if sub.filter.is_none() => sub,
+            _ => return Some(s),
+        };
+        let _ = s.set_nodelay(true);
+        let fd: OwnedFd = match s.into_std() {
+            Ok(std) => std.into(),
+            Err(e) => {
+                tracing::warn!(err = %e, "cannot hand over a redirected connection");
+                return None;
+            }
+        };
+        let fd = match sub.send_now(self.next_id(), ConnectionKind::Socket, peer, orig, fd) {
+            Ok(()) => return None,
+            Err(fd) => fd,
+        };
+        if !sub.deliver(ConnectionKind::Socket, peer, orig, fd) {
+            tracing::warn!(
+                port = orig.port(),
+                "the subscriber is not taking connections; one closed"
+            );
+        }
+        None
     }
 
     /// One redirected connection: hand it over, relay it through the filter, or pass it on.

@@ -169,6 +169,64 @@ pub fn send_line(sock: &impl AsRawFd, line: &str, fd: Option<RawFd>) -> io::Resu
     }
 }
 
+/// [`send_line`] that never waits for room: `WouldBlock` (nothing sent, the descriptor stays
+/// the caller's) when the socket's buffer is full. A line that went out only in part (not seen
+/// with lines far below the buffer's size) is finished with blocking writes, so it stays whole.
+pub fn try_send_line(sock: &impl AsRawFd, line: &str, fd: Option<RawFd>) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut cmsg_buf = [0u64; 4];
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if let Some(fd) = fd {
+        unsafe {
+            msg.msg_control = cmsg_buf.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(size_of::<RawFd>() as u32) as _;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+        }
+    }
+    let mut sent = loop {
+        let n = unsafe {
+            libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+        };
+        if n >= 0 {
+            break n as usize;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    };
+    while sent < buf.len() {
+        let rest = &buf[sent..];
+        let n = unsafe {
+            libc::send(sock.as_raw_fd(), rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL)
+        };
+        if n > 0 {
+            sent += n as usize;
+            continue;
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => {
+                let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+                unsafe { libc::poll(&mut pfd, 1, 1000) };
+            }
+            // The descriptor went with the first part: the line is lost either way.
+            _ => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
 /// Receives one line (at most 64 KiB) and the descriptor that came with it, if any.
 ///
 /// Lines are small and sent with one `sendmsg` each, so in a request/answer exchange one
@@ -317,5 +375,32 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         drop(a);
         assert_eq!(recv_line(&b).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn try_send_line_says_would_block_on_a_full_buffer_and_sends_whole_lines() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let line = "x".repeat(100);
+        let mut sent = 0;
+        let err = loop {
+            match try_send_line(&a, &line, None) {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(sent < 1_000_000, "never full");
+        };
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        let f = std::fs::File::open("/dev/null").unwrap();
+        assert_eq!(
+            try_send_line(&a, "y", Some(f.as_raw_fd())).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        b.set_nonblocking(true).unwrap();
+        let mut got = 0;
+        while let Ok((lines, _)) = recv_lines(&b) {
+            assert!(lines.iter().all(|l| *l == line));
+            got += lines.len();
+        }
+        assert_eq!(got, sent);
     }
 }

@@ -28,6 +28,10 @@
 //! and `getpeername`/`getsockname` are the client's and the target's addresses by nature;
 //! for a filtered or mirrored connection the accepted dummy is injected and the daemon pumps the
 //! agent's stream into it (answers go back for filtered steal, and are discarded for mirror).
+//! A stolen socket skips the dummy when a blocking `accept` of the program already waits in the
+//! daemon on that listener (`Listen::waiters`): the socket is that call's result at once, from
+//! the thread that received it; the dummy only matters for `epoll`/`poll`/`select` waiters and
+//! for `accept` calls that come later.
 //! `SOCK_NONBLOCK`/`SOCK_CLOEXEC` are honoured, the real peer is written to `addr`/`addrlen`
 //! (after re-checking the notification), and `getpeername`/`getsockname` on the pumped sockets
 //! are answered with the client's and the target's addresses.
@@ -97,7 +101,21 @@ struct Listen {
     remote: u16,
     /// Serialises "poll, then accept" on the listener, so the daemon never blocks in `accept`.
     accepting: Mutex<()>,
+    /// The program's blocking `accept` calls on this listener that wait in the daemon: a stolen
+    /// socket goes straight to the first of them (no dummy connection, no wake-up in between).
+    waiters: Mutex<VecDeque<Waiter>>,
 }
+
+/// A blocking `accept` waiting in the daemon ([`Call::accept_wait`]).
+struct Waiter {
+    token: u64,
+    call: Call,
+    flags: i32,
+    /// An eventfd the waiting thread polls: written when a delivery answered the call.
+    wake: Arc<OwnedFd>,
+}
+
+static NEXT_WAITER: AtomicU64 = AtomicU64::new(1);
 
 /// A connection delivered to a listener, waiting for the program's `accept`.
 struct Pending {
@@ -363,6 +381,14 @@ impl Incoming {
                 .find_map(|i| inner.listeners.get(i).cloned())
         };
         let Some(listen) = listen else { return };
+        let fd = if kind == ConnectionKind::Socket {
+            match self.give_to_waiter(&listen, peer, fd) {
+                Ok(()) => return,
+                Err(fd) => fd,
+            }
+        } else {
+            fd
+        };
         if self.pending.lock().unwrap().len() >= MAX_PENDING {
             tracing::warn!(
                 port = sub.remote,
@@ -481,6 +507,33 @@ impl Incoming {
                 port = listen.remote,
                 "the program stopped listening; unsubscribed"
             );
+        }
+    }
+
+    /// A stolen socket given at once to a blocking `accept` waiting in the daemon; the socket
+    /// comes back when none waits (or none could take it), for the dummy route.
+    fn give_to_waiter(
+        &self,
+        listen: &Listen,
+        peer: SocketAddr,
+        mut sock: OwnedFd,
+    ) -> Result<(), OwnedFd> {
+        loop {
+            let Some(w) = listen.waiters.lock().unwrap().pop_front() else {
+                return Err(sock);
+            };
+            let v6_family = tcp_family(sock.as_raw_fd()).unwrap_or(listen.v6) || listen.v6;
+            let r = w.call.give(sock, peer, v6_family, w.flags);
+            // The waiting thread is done either way (its call is answered, or gone).
+            let one: u64 = 1;
+            unsafe { libc::write(w.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            match r {
+                Ok(()) => {
+                    self.stolen.fetch_add(1, Relaxed);
+                    return Ok(());
+                }
+                Err(back) => sock = back,
+            }
         }
     }
 
@@ -866,6 +919,7 @@ impl Call {
             v6,
             remote,
             accepting: Mutex::new(()),
+            waiters: Mutex::default(),
         };
         inc.register(&self.scope, listen)
             .map_err(|e| format!("subscribing to the target's port {remote}: {e}"))?;
@@ -914,14 +968,35 @@ impl Call {
             Ok(None) if nonblocking => self.answer(Answer::Errno(libc::EAGAIN)),
             Ok(None) => {
                 let rt = self.scope.rt.clone();
-                rt.spawn_blocking(move || self.accept_wait(inc, listen, dup, flags));
+                let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+                if efd < 0 {
+                    rt.spawn_blocking(move || self.accept_wait_polling(inc, listen, dup, flags));
+                    return;
+                }
+                // Waiting from now on (not only once the blocking thread runs): a stolen socket
+                // that arrives meanwhile is given straight away.
+                let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(efd) });
+                let token = NEXT_WAITER.fetch_add(1, Relaxed);
+                listen.waiters.lock().unwrap().push_back(Waiter {
+                    token,
+                    call: self,
+                    flags,
+                    wake: wake.clone(),
+                });
+                rt.spawn_blocking(move || accept_wait(inc, listen, dup, flags, token, wake));
             }
             Err(e) => self.answer(Answer::Errno(e.raw_os_error().unwrap_or(libc::EIO))),
         }
     }
 
-    /// A blocking `accept` with an empty queue: wait here, answering signals as the kernel would.
-    fn accept_wait(self, inc: Arc<Incoming>, listen: Arc<Listen>, dup: OwnedFd, flags: i32) {
+    /// [`accept_wait`] without an eventfd: polls the listener only (dummies wake it).
+    fn accept_wait_polling(
+        self,
+        inc: Arc<Incoming>,
+        listen: Arc<Listen>,
+        dup: OwnedFd,
+        flags: i32,
+    ) {
         loop {
             let mut pfd = libc::pollfd {
                 fd: dup.as_raw_fd(),
@@ -973,6 +1048,21 @@ impl Call {
             }
             None => (conn, peer, listen.v6),
         };
+        if let Err(_lost) = self.give(give, show_peer, v6_family, flags) {
+            // The caller went away after all: the connection is lost with it.
+            tracing::debug!("an accepted connection could not be given to the program");
+        }
+    }
+
+    /// Answers the `accept` with `give`: flags, the peer written to `addr`, the descriptor
+    /// injected. The descriptor comes back when the call is gone (nothing was answered).
+    fn give(
+        &self,
+        give: OwnedFd,
+        show_peer: SocketAddr,
+        v6_family: bool,
+        flags: i32,
+    ) -> Result<(), OwnedFd> {
         let nonblock = flags & libc::SOCK_NONBLOCK != 0;
         let status = unsafe { libc::fcntl(give.as_raw_fd(), libc::F_GETFL) };
         if status >= 0 {
@@ -984,27 +1074,35 @@ impl Call {
             unsafe { libc::fcntl(give.as_raw_fd(), libc::F_SETFL, want) };
         }
         let (addr, addrlen) = (self.n.args[1], self.n.args[2]);
+        if !self.listener.is_valid(self.n.id) {
+            return Err(give);
+        }
         if addr != 0 && addrlen != 0 {
-            if !self.listener.is_valid(self.n.id) {
-                return;
-            }
             if let Err(errno) = write_sockaddr(
                 self.n.tid,
                 addr,
                 addrlen,
                 encode_sockaddr(show_peer, v6_family),
             ) {
-                return self.answer(Answer::Errno(errno));
+                self.answer(Answer::Errno(errno));
+                return Ok(());
             }
         }
-        if let Err(e) = self.listener.inject(
+        match self.listener.inject(
             self.n.id,
             give.as_raw_fd(),
             Slot::AsResult,
             flags & libc::SOCK_CLOEXEC != 0,
         ) {
-            // The caller went away after all: the connection is lost with it.
-            tracing::debug!(err = %e, "an accepted connection could not be given to the program");
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::debug!(err = %e, "a connection could not be injected");
+                if self.listener.is_valid(self.n.id) {
+                    // The caller still waits (out of descriptors, ...): it gets the error.
+                    self.answer(Answer::Errno(e.raw_os_error().unwrap_or(libc::EIO)));
+                }
+                Err(give)
+            }
         }
     }
 
@@ -1051,6 +1149,62 @@ impl Call {
             Ok(()) => self.answer(Answer::Value(0)),
             Err(errno) => self.answer(Answer::Errno(errno)),
         }
+    }
+}
+
+/// A blocking `accept` with an empty queue, registered in `listen.waiters` already: wait here,
+/// answering signals as the kernel would. A delivery may take the call from the list and answer
+/// it (then the eventfd `wake` ends the wait).
+fn accept_wait(
+    inc: Arc<Incoming>,
+    listen: Arc<Listen>,
+    dup: OwnedFd,
+    flags: i32,
+    token: u64,
+    wake: Arc<OwnedFd>,
+) {
+    loop {
+        let mut pfd = [
+            libc::pollfd {
+                fd: dup.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        unsafe { libc::poll(pfd.as_mut_ptr(), 2, 100) };
+        // Out of the list again, unless a delivery took the call (and answered it).
+        let me = {
+            let mut ws = listen.waiters.lock().unwrap();
+            ws.iter()
+                .position(|w| w.token == token)
+                .and_then(|i| ws.remove(i))
+        };
+        let Some(me) = me else { return };
+        let call = me.call;
+        if !call.listener.is_valid(call.n.id) {
+            return; // the caller is gone: nothing to answer
+        }
+        match accept_now(&listen, &dup) {
+            Ok(Some((conn, peer))) => return call.accepted(&inc, &listen, conn, peer, flags),
+            Ok(None) => {}
+            Err(e) => return call.answer(Answer::Errno(e.raw_os_error().unwrap_or(libc::EIO))),
+        }
+        if signal_pending(call.n.tid) {
+            return call.answer(Answer::Errno(ERESTARTSYS));
+        }
+        // Waiting again; a delivery made while the call was out of the list came with a
+        // dummy, so the listener is readable and the next poll returns at once.
+        listen.waiters.lock().unwrap().push_back(Waiter {
+            token,
+            call,
+            flags,
+            wake: wake.clone(),
+        });
     }
 }
 
