@@ -133,11 +133,9 @@ pub struct FdReply {
     pub message: String,
 }
 
-/// Sends `line` (a newline is appended) with an optional descriptor attached.
-pub fn send_line(sock: &impl AsRawFd, line: &str, fd: Option<RawFd>) -> io::Result<()> {
-    let mut buf = Vec::with_capacity(line.len() + 1);
-    buf.extend_from_slice(line.as_bytes());
-    buf.push(b'\n');
+/// `line` and a newline in one `sendmsg` with `flags`, the descriptor attached; retried on
+/// EINTR. Returns how many bytes went out.
+fn send_once(sock: &impl AsRawFd, buf: &mut [u8], fd: Option<RawFd>, flags: i32) -> io::Result<usize> {
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     let mut cmsg_buf = [0u64; 4]; // room for one cmsghdr with one int, aligned
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -155,12 +153,9 @@ pub fn send_line(sock: &impl AsRawFd, line: &str, fd: Option<RawFd>) -> io::Resu
         }
     }
     loop {
-        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | flags) };
         if n >= 0 {
-            if n as usize != buf.len() {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "short write on fd socket"));
-            }
-            return Ok(());
+            return Ok(n as usize);
         }
         let err = io::Error::last_os_error();
         if err.kind() != io::ErrorKind::Interrupted {
@@ -169,41 +164,28 @@ pub fn send_line(sock: &impl AsRawFd, line: &str, fd: Option<RawFd>) -> io::Resu
     }
 }
 
+fn with_newline(line: &str) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+    buf
+}
+
+/// Sends `line` (a newline is appended) with an optional descriptor attached.
+pub fn send_line(sock: &impl AsRawFd, line: &str, fd: Option<RawFd>) -> io::Result<()> {
+    let mut buf = with_newline(line);
+    if send_once(sock, &mut buf, fd, 0)? != buf.len() {
+        return Err(io::Error::new(io::ErrorKind::WriteZero, "short write on fd socket"));
+    }
+    Ok(())
+}
+
 /// [`send_line`] that never waits for room: `WouldBlock` (nothing sent, the descriptor stays
 /// the caller's) when the socket's buffer is full. A line that went out only in part (not seen
 /// with lines far below the buffer's size) is finished with blocking writes, so it stays whole.
 pub fn try_send_line(sock: &impl AsRawFd, line: &str, fd: Option<RawFd>) -> io::Result<()> {
-    let mut buf = Vec::with_capacity(line.len() + 1);
-    buf.extend_from_slice(line.as_bytes());
-    buf.push(b'\n');
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    let mut cmsg_buf = [0u64; 4];
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if let Some(fd) = fd {
-        unsafe {
-            msg.msg_control = cmsg_buf.as_mut_ptr().cast();
-            msg.msg_controllen = libc::CMSG_SPACE(size_of::<RawFd>() as u32) as _;
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as _;
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
-        }
-    }
-    let mut sent = loop {
-        let n = unsafe {
-            libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
-        };
-        if n >= 0 {
-            break n as usize;
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    };
+    let mut buf = with_newline(line);
+    let mut sent = send_once(sock, &mut buf, fd, libc::MSG_DONTWAIT)?;
     while sent < buf.len() {
         let rest = &buf[sent..];
         let n = unsafe {
