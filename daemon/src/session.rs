@@ -140,11 +140,17 @@ impl Session {
                     skipped: p.skipped,
                 })
                 .collect(),
-            counters: Counters {
-                connections_total: st.connections.load(Relaxed),
-                files_read: st.files_read.load(Relaxed),
-                dns_lookups: st.dns_lookups.load(Relaxed),
-                ..Counters::default()
+            counters: {
+                let incoming = self.scope.incoming.snapshot();
+                Counters {
+                    connections_total: st.connections.load(Relaxed),
+                    incoming_connections: incoming.stolen + incoming.filtered + incoming.mirrored,
+                    bytes_in: incoming.agent.bytes_in,
+                    bytes_out: incoming.agent.bytes_out,
+                    files_read: st.files_read.load(Relaxed),
+                    dns_lookups: st.dns_lookups.load(Relaxed),
+                    ..Counters::default()
+                }
             },
             last_errors: st.errors.lock().unwrap().iter().cloned().collect(),
             diagnostics: {

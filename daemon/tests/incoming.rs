@@ -285,6 +285,11 @@ fn steal_gives_the_program_the_real_client_until_it_exits() {
         "accept and getpeername: {line}"
     );
     assert!(body.ends_with(&format!("{accepted}\n")));
+    // The session counts what its ports gave the program.
+    let status = run(w.tether().args(["status", "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|_| panic!("{}", text(&status)));
+    let counted = v["sessions"].as_array().unwrap().iter().map(|s| s["counters"]["incomingConnections"].as_u64().unwrap_or(0)).max();
+    assert!(counted >= Some(1), "{v:#}");
     // Keep-alive on the stolen socket, and a second connection.
     assert!(conn.get("/again", &[]).starts_with("local program /again"));
     assert!(get(&client, WEB, "/second", &[]).starts_with("local program /second"));

@@ -268,9 +268,12 @@ pub struct Counters {
     pub connections_open: u64,
     /// Outgoing connections made through the target since the session started.
     pub connections_total: u64,
-    /// Bytes received through relayed connections (0: not measured).
+    /// Incoming connections the target's ports gave the program (stolen, filtered or mirrored).
+    pub incoming_connections: u64,
+    /// Client bytes the agent relayed to the program (mirror copies and filtered requests; a
+    /// stolen or outgoing socket is the program's own and is not counted).
     pub bytes_in: u64,
-    /// Bytes sent through relayed connections (0: not measured).
+    /// Answer bytes the agent relayed back to clients (filtered requests).
     pub bytes_out: u64,
     /// Files read from the target.
     pub files_read: u64,
