@@ -4,10 +4,11 @@
 //! Needs root (network namespaces) and gcc. Builds a local pod, a "laptop" namespace with only
 //! loopback (so nothing can leave the machine), and a small C measuring program (`core.c`).
 
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
+mod common;
+
+use common::{median, ok};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Instant;
 
 use tether_testkit::PodSpec;
@@ -20,23 +21,6 @@ struct Bench {
     pod_pid: u32,
 }
 
-fn in_netns(cmd: &mut Command, path: PathBuf) -> &mut Command {
-    unsafe {
-        cmd.pre_exec(move || {
-            let f = std::fs::File::open(&path)?;
-            if libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        })
-    }
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(out.status.success(), "{what} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn field(line: &str, name: &str) -> f64 {
     let mut words = line.split_whitespace();
     while let Some(w) = words.next() {
@@ -47,11 +31,6 @@ fn field(line: &str, name: &str) -> f64 {
     panic!("no {name} in {line:?}")
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 impl Bench {
     fn tether(&self) -> Command {
         let mut cmd = Command::new(&self.tether);
@@ -59,7 +38,8 @@ impl Bench {
             .env("XDG_STATE_HOME", self.dir.join("state"))
             .env("XDG_DATA_HOME", self.dir.join("data"))
             .current_dir(&self.dir);
-        in_netns(&mut cmd, PathBuf::from(format!("/var/run/netns/{}", self.laptop)));
+        let laptop = PathBuf::from(format!("/var/run/netns/{}", self.laptop));
+        tether_testkit::command_in_netns(&mut cmd, &laptop).expect("entering a network namespace");
         cmd
     }
 
@@ -74,7 +54,7 @@ impl Bench {
         let mut cmd = Command::new(&self.probe);
         cmd.args(args);
         if let Some(ns) = netns {
-            in_netns(&mut cmd, ns);
+            tether_testkit::command_in_netns(&mut cmd, &ns).expect("entering a network namespace");
         }
         ok(cmd.output().unwrap(), &format!("probe {args:?}"))
     }

@@ -17,10 +17,12 @@
 //! `INCOMING_BENCH_ONLY=steal,mirror,filter` runs some parts; `diag` adds a row that runs the
 //! server under `tether exec` inside the pod, reached directly (what the filter alone costs).
 
+mod common;
+
+use common::median;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -34,27 +36,6 @@ const PER_THREAD: usize = 1500;
 const LIMIT: Duration = Duration::from_secs(20);
 /// Side-by-side rounds of the steal measurement.
 const ROUNDS: usize = 3;
-
-fn in_netns(cmd: &mut Command, path: PathBuf) -> &mut Command {
-    unsafe {
-        cmd.pre_exec(move || {
-            let f = std::fs::File::open(&path)?;
-            if libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        })
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v[v.len() / 2]
-    }
-}
 
 /// What one load run measured.
 struct Load {
@@ -181,10 +162,8 @@ impl Bench {
             .env("XDG_STATE_HOME", self.dir.join("state"))
             .env("XDG_DATA_HOME", self.dir.join("data"))
             .current_dir(&self.dir);
-        in_netns(
-            &mut cmd,
-            PathBuf::from(format!("/var/run/netns/{}", self.laptop)),
-        );
+        let laptop = PathBuf::from(format!("/var/run/netns/{}", self.laptop));
+        tether_testkit::command_in_netns(&mut cmd, &laptop).expect("entering a network namespace");
         cmd
     }
 
@@ -311,7 +290,7 @@ fn main() {
         "net.ipv4.tcp_tw_reuse=1",
         "net.ipv4.ip_local_port_range=10000 65000",
     ]);
-    in_netns(&mut sysctl, cns.clone());
+    tether_testkit::command_in_netns(&mut sysctl, &cns).expect("entering a network namespace");
     assert!(sysctl.status().unwrap().success());
     let laptop = format!("tether-bench-in-laptop-{}", std::process::id());
     Command::new("ip")
@@ -356,11 +335,11 @@ fn main() {
             .arg("--")
             .arg(&server)
             .arg("8091");
-        in_netns(&mut under, pod.netns_path());
+        tether_testkit::command_in_netns(&mut under, &pod.netns_path()).expect("entering a network namespace");
         let _under = wait_listening(under);
         let mut bare = Command::new(&server);
         bare.arg("8090");
-        in_netns(&mut bare, pod.netns_path());
+        tether_testkit::command_in_netns(&mut bare, &pod.netns_path()).expect("entering a network namespace");
         let _bare = wait_listening(bare);
         for keepalive in [false, true] {
             load(&cns, "198.18.0.10:8091", 1, keepalive, "");
@@ -381,7 +360,7 @@ fn main() {
     if part("steal") {
         let mut direct = Command::new(&server);
         direct.arg("8090");
-        in_netns(&mut direct, pod.netns_path());
+        tether_testkit::command_in_netns(&mut direct, &pod.netns_path()).expect("entering a network namespace");
         let direct = wait_listening(direct);
         let steal = b.serve(r#"{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18090, 80]]}}}}"#, 18090);
         for (what, keepalive) in [("new connection per request", false), ("keep-alive", true)] {

@@ -11,36 +11,15 @@
 //! Needs root (network namespaces) and release binaries: `cargo build --workspace --release`.
 //! The fake runs in this process (its own runtime); everything else in a "laptop" namespace.
 
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
+mod common;
+
+use common::{median, ok};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tether_testkit::PodSpec;
 use tether_testkit::kube::{FakeCluster, FakeOptions, FakePod};
-
-fn in_netns(cmd: &mut Command, path: PathBuf) -> &mut Command {
-    unsafe {
-        cmd.pre_exec(move || {
-            let f = std::fs::File::open(&path)?;
-            if libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        })
-    }
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(out.status.success(), "{what} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 fn row(name: &str, tether: String, baseline: String, result: String, goal: &str) {
     println!("{name:<52} {tether:>12} {baseline:>12} {result:>14}   {goal}");
@@ -99,7 +78,7 @@ fn main() {
             .env("XDG_DATA_HOME", dir.join("data"))
             .env("KUBECONFIG", &fake.kubeconfig)
             .current_dir(&dir);
-        in_netns(&mut cmd, laptop_ns.clone());
+        tether_testkit::command_in_netns(&mut cmd, &laptop_ns).expect("entering a network namespace");
         cmd
     };
     let exec = |target: &str| -> f64 {
@@ -143,7 +122,7 @@ fn main() {
     let curl = |path: &str| {
         let mut cmd = Command::new("curl");
         cmd.args(["-sS", "-o", "/dev/null", &format!("{base_url}{path}")]);
-        in_netns(&mut cmd, laptop_ns.clone());
+        tether_testkit::command_in_netns(&mut cmd, &laptop_ns).expect("entering a network namespace");
         ok(cmd.output().unwrap(), "curl");
     };
     let (mut tt, mut bb) = (Vec::new(), Vec::new());

@@ -47,6 +47,16 @@ pub(crate) fn setns_net(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes `cmd` start inside the network namespace at `path` (`/var/run/netns/NAME`). The
+/// namespace is opened here, before the fork, so the child only calls `setns`.
+pub fn command_in_netns<'c>(cmd: &'c mut Command, path: &Path) -> Result<&'c mut Command> {
+    let ns = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: setns is async-signal-safe; the closure owns the descriptor.
+    Ok(unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || setns_net(ns.as_raw_fd()))
+    })
+}
+
 /// Runs `f` on a fresh thread that has entered the network namespace `fd` (namespaces are
 /// per-thread; the caller's thread is untouched). A panic in `f` is propagated.
 pub(crate) fn in_netns<T: Send, F: FnOnce() -> T + Send>(fd: &OwnedFd, f: F) -> Result<T> {

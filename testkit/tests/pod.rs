@@ -606,3 +606,14 @@ fn stale_pods_of_dead_processes_are_cleaned_up() {
         "the process in the stale namespace was killed"
     );
 }
+
+#[test]
+fn command_in_netns_starts_the_command_in_the_namespace() {
+    let pod = tether_testkit::PodSpec::new("cmdns").start().unwrap();
+    let want = std::fs::metadata(pod.netns_path()).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
+    let mut cmd = std::process::Command::new("readlink");
+    cmd.arg("/proc/self/ns/net");
+    let out = tether_testkit::command_in_netns(&mut cmd, &pod.netns_path()).unwrap().output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("net:[{want}]"));
+    assert!(tether_testkit::command_in_netns(&mut cmd, std::path::Path::new("/var/run/netns/no-such-ns")).is_err());
+}
