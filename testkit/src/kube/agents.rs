@@ -8,6 +8,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// `PATH` of the agent's image (`agent/Dockerfile`, Debian's default).
+const IMAGE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 use serde_json::{Value, json};
 
 use super::{AgentRecord, Kind, Shared, now_rfc3339};
@@ -154,7 +157,8 @@ pub(crate) fn spawn(shared: &Arc<Shared>, slot: Slot, container: &Value, netns: 
         }
     };
     let mut cmd = Command::new(&shared.agent_bin);
-    cmd.args(&args).env_clear().envs(env).env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // A container runtime starts the process with the image's PATH (the Dockerfile's default).
+    cmd.args(&args).env_clear().env("PATH", IMAGE_PATH).envs(env).env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let raw = ns_fd.as_raw_fd();
     // SAFETY: setns is async-signal-safe; `ns_fd` outlives the spawn.
     unsafe { cmd.pre_exec(move || crate::netns::setns_net(raw)) };

@@ -16,6 +16,8 @@ use tether_protocol::fdpass::{self, FdReply, FdRequest};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+mod relayed_incoming;
+
 /// Adds the session token to every call.
 #[derive(Clone)]
 pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
@@ -186,13 +188,24 @@ impl Agent {
     }
 
     /// Subscribes to the incoming traffic of the target's TCP `port` (blocking). The returned
-    /// connection carries the subscription's `IncomingEvent` lines; dropping it unsubscribes.
+    /// connection carries the subscription's `IncomingEvent` lines, descriptors attached;
+    /// dropping it unsubscribes. An agent elsewhere is subscribed over gRPC and looks the same
+    /// ([`relayed_incoming`]).
     pub fn subscribe(
         &self,
         port: u16,
         mode: fdpass::IncomingMode,
         http_filter: Option<fdpass::HttpFilter>,
     ) -> io::Result<UnixStream> {
+        if !self.can_pass_fds() {
+            if !self.hello.capabilities.iter().any(|c| c == proto::CAP_INCOMING) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("the agent (version {}) cannot relay incoming traffic: use an agent of version {}", self.hello.agent_version, env!("CARGO_PKG_VERSION")),
+                ));
+            }
+            return relayed_incoming::subscribe(&self.client, port, mode, http_filter);
+        }
         let conn = self.fd_connection()?;
         let req = serde_json::to_string(&FdRequest::Subscribe { port, mode, http_filter }).expect("serializable");
         fdpass::send_line(&conn, &req, None)?;
