@@ -22,6 +22,7 @@ mod incoming_http;
 mod incoming_mirror;
 mod netns;
 mod nft;
+mod ports;
 mod relay;
 mod service;
 

@@ -12,7 +12,7 @@ use std::io::Read;
 use std::sync::Arc;
 use tether_protocol::agent::{
     CAP_CONNECT_RELAY, CAP_FD_PASSING, CAP_INCOMING, CAP_WRITE, ConnectClient, ConnectServer, FileChunk, GetEnvReply,
-    GetEnvRequest, HelloReply, HelloRequest, PROTOCOL_MAJOR, PROTOCOL_MINOR, PathRequest, ReadDirReply,
+    GetEnvRequest, HelloReply, HelloRequest, ListeningPortsReply, ListeningPortsRequest, PROTOCOL_MAJOR, PROTOCOL_MINOR, PathRequest, ReadDirReply,
     ReadFileRequest, ReadLinkReply, ResolveReply, ResolveRequest, StatReply, WriteFileReply, WriteFileRequest,
     agent_server::Agent,
 };
@@ -241,6 +241,14 @@ impl Agent for AgentService {
         request: Request<Streaming<tether_protocol::agent::IncomingClient>>,
     ) -> Result<Response<Self::AcceptIncomingStream>, Status> {
         Ok(Response::new(incoming_grpc::accept(self.target.parked.clone(), request.into_inner()).await?))
+    }
+
+    async fn listening_ports(&self, _: Request<ListeningPortsRequest>) -> Result<Response<ListeningPortsReply>, Status> {
+        let reply = match crate::ports::listening(self.target.pid) {
+            Ok(ports) => ListeningPortsReply { ports: ports.into_iter().map(u32::from).collect(), errno: 0 },
+            Err(e) => ListeningPortsReply { ports: Vec::new(), errno: e.raw_os_error().unwrap_or(libc::EIO) },
+        };
+        Ok(Response::new(reply))
     }
 }
 

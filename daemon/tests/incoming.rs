@@ -319,22 +319,7 @@ print("accept returned", flush=True)
 fn a_port_the_target_does_not_serve_is_diagnosed_with_the_mapping_to_add() {
     let w = World::new();
     let pod = pod("in-port");
-    let listen = "import socket, time\n\
-                  s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-                  s.bind(('127.0.0.1', 3000)); s.listen(); time.sleep(0.5); print('listened')";
-    let out = w.exec(&pod, &[], &["python3", "-c", listen]);
+    let out = w.exec(&pod, &[], &["python3", "-c", LISTEN_3000]);
     expect_all(&out, &["listened"]);
-    let status = run(w.tether().args(["status", "--json"]));
-    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|_| panic!("{}", text(&status)));
-    let found: Vec<serde_json::Value> = v["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|s| s["diagnostics"].as_array().cloned().unwrap_or_default())
-        .filter(|d| d["id"] == "port-not-served")
-        .collect();
-    assert_eq!(found.len(), 1, "{v:#}");
-    let d = &found[0];
-    assert!(d["message"].as_str().unwrap().contains("port 3000") && d["message"].as_str().unwrap().contains("80"), "{d:#}");
-    assert!(d["fix"]["description"].as_str().unwrap().contains("port_mapping"), "{d:#}");
+    assert_port_not_served(&w.tether(), 3000, 80);
 }

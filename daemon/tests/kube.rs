@@ -211,6 +211,15 @@ fn incoming_traffic_reaches_the_program_through_the_port_forward() {
     assert!(conn.get("/theirs", &[]).contains("hello from pod shop"));
     assert!(conn.get("/mine-again", &[("x-dev", "me")]).starts_with("local program /mine-again"));
     p.expect("request /mine-again", &k.w.log());
+    p.send("exit");
+    let _ = p.child.wait();
+
+    // The port check asks the agent which ports the pod serves.
+    std::fs::remove_file(k.w.project.join("tether.json")).unwrap();
+    let python = programs::python3();
+    let out = k.exec("deployment/shop", &[], &[python.to_str().unwrap(), "-c", incoming_kit::LISTEN_3000]);
+    k.expect(&out, &["listened"]);
+    incoming_kit::assert_port_not_served(&k.tether(), 3000, 80);
     assert_eq!(k.fake.agents().len(), 1, "the agent was reused: {:?}", k.fake.agents());
 }
 

@@ -16,7 +16,7 @@ pub mod agent {
     /// Bumped on incompatible changes; a peer with another major version is refused.
     pub const PROTOCOL_MAJOR: u32 = 1;
     /// Bumped on compatible additions.
-    pub const PROTOCOL_MINOR: u32 = 0;
+    pub const PROTOCOL_MINOR: u32 = 1;
     /// Capability: the agent hands over sockets on a local Unix socket (`HelloReply.fd_socket`).
     pub const CAP_FD_PASSING: &str = "fd-passing";
     /// Capability: relayed outgoing connections (`OpenConnection`).

@@ -167,6 +167,19 @@ impl Agent {
         Ok(reply.addresses.iter().filter_map(|a| a.parse().ok()).collect())
     }
 
+    /// The TCP ports the target listens on; `None` from an agent older than protocol 1.1.
+    pub async fn listening_ports(&self) -> anyhow::Result<Option<Vec<u16>>> {
+        let reply = match self.client().listening_ports(proto::ListeningPortsRequest {}).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unimplemented => return Ok(None),
+            Err(s) => return Err(status(s)),
+        };
+        if reply.errno != 0 {
+            bail!("the agent cannot read the target's ports ({})", io::Error::from_raw_os_error(reply.errno));
+        }
+        Ok(Some(reply.ports.into_iter().filter_map(|p| u16::try_from(p).ok()).collect()))
+    }
+
     /// A new, unconnected socket that lives in the target's network namespace (blocking: call it
     /// from a blocking context).
     pub fn socket(&self, udp: bool, v6: bool) -> io::Result<OwnedFd> {

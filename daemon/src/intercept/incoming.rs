@@ -875,24 +875,28 @@ impl Call {
                     .unwrap_or(libc::EIO);
                 return self.answer(Answer::Errno(errno));
             }
-            if let Err(e) = self.subscribe_listener(&inc, &sock, v6) {
-                self.scope.stats.error(format!("incoming traffic: {e}"));
-            }
+            let subscribed = self.subscribe_listener(&inc, &sock, v6);
             self.answer(Answer::Value(0));
+            match subscribed {
+                Ok(Some(requested)) => self.check_port_is_served(requested),
+                Ok(None) => {}
+                Err(e) => self.scope.stats.error(format!("incoming traffic: {e}")),
+            }
         });
     }
 
+    /// Subscribes the listener's target port; `Some(port the program asked for)` when it did.
     fn subscribe_listener(
         &self,
         inc: &Arc<Incoming>,
         sock: &OwnedFd,
         v6: bool,
-    ) -> Result<(), String> {
+    ) -> Result<Option<u16>, String> {
         let Some(ino) = inode(sock) else {
-            return Ok(());
+            return Ok(None);
         };
         if inc.listener(ino).is_some() {
-            return Ok(()); // listen again on a subscribed listener (a new backlog)
+            return Ok(None); // listen again on a subscribed listener (a new backlog)
         }
         let local =
             sockname(sock.as_raw_fd(), false).ok_or("cannot read the listener's address")?;
@@ -905,7 +909,7 @@ impl Call {
             .copied()
             .unwrap_or(local.port());
         let Some(remote) = inc.remote_port(requested) else {
-            return Ok(());
+            return Ok(None);
         };
         if netns_inode(sock.as_raw_fd()).is_some_and(|ns| ns != inc.own_netns) {
             return Err(format!(
@@ -924,19 +928,18 @@ impl Call {
         inc.register(&self.scope, listen)
             .map_err(|e| format!("subscribing to the target's port {remote}: {e}"))?;
         tracing::info!(local = %local, remote, mode = ?inc.config.mode, "listener subscribed");
-        self.check_port_is_served(requested);
-        Ok(())
+        Ok(Some(requested))
     }
 
     /// The doctor's port check (`port-not-served`): a listener on a port the target does not
     /// serve, with no `port_mapping`, gets no traffic; the session says so, naming the target's
-    /// ports and the mapping to add. Local targets only (their ports are read from /proc).
+    /// ports (as the agent reads them) and the mapping to add. Runs after `listen` returned.
     fn check_port_is_served(&self, requested: u16) {
-        let pid = self.scope.agent.hello.target_pid;
-        if pid <= 0 || !self.scope.agent.can_pass_fds() {
-            return;
-        }
-        let Some(ports) = target_listening_ports(pid as u32) else { return };
+        let ports = match self.scope.rt.block_on(self.scope.agent.listening_ports()) {
+            Ok(Some(ports)) => ports,
+            Ok(None) => return tracing::debug!("the agent cannot list the target's ports (an older agent)"),
+            Err(e) => return tracing::warn!(err = %e, "cannot check the target's ports"),
+        };
         let mut config = tether_config::Config::default();
         config.feature.network.incoming = self.scope.incoming.config.clone();
         if let Some(d) = tether_doctor::port_diagnostic(requested, &ports, &config) {
@@ -1290,24 +1293,4 @@ mod tests {
             "truncated, the real length reported"
         );
     }
-}
-
-/// The TCP ports something listens on in the network namespace of `pid`.
-fn target_listening_ports(pid: u32) -> Option<Vec<u16>> {
-    let mut ports = Vec::new();
-    for table in ["tcp", "tcp6"] {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else { continue };
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            // local_address is "ADDR:PORT" in hex; st 0A is LISTEN.
-            if cols.get(3) == Some(&"0A") {
-                if let Some(port) = cols.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok()) {
-                    ports.push(port);
-                }
-            }
-        }
-    }
-    ports.sort_unstable();
-    ports.dedup();
-    Some(ports)
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tether_testkit::{ClientNetns, Pod};
 
-use crate::common::World;
+use crate::common::{World, run, text};
 
 /// A threaded HTTP/1.1 keep-alive server that reports what `accept` and `getpeername` said.
 /// Commands on stdin: `close` (stop listening), `listen` (listen again), `exit`.
@@ -263,3 +263,34 @@ pub fn eventually<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Opti
     }
 }
 
+
+/// Listens on 127.0.0.1:3000 for half a second, then prints `listened`.
+pub const LISTEN_3000: &str = "import socket, time\n\
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+    s.bind(('127.0.0.1', 3000)); s.listen(); time.sleep(0.5); print('listened')";
+
+/// `tether status` shows one `port-not-served` diagnostic for `port`, naming the target's
+/// `served` port and `port_mapping` as the fix (waits up to 5 s: the check follows `listen`).
+pub fn assert_port_not_served(tether: &Command, port: u16, served: u16) {
+    let found = eventually(Duration::from_secs(5), || {
+        let mut cmd = Command::new(tether.get_program());
+        cmd.args(tether.get_args()).args(["status", "--json"]);
+        cmd.envs(tether.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        let status = run(&mut cmd);
+        let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|_| panic!("{}", text(&status)));
+        let found: Vec<serde_json::Value> = v["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["diagnostics"].as_array().cloned().unwrap_or_default())
+            .filter(|d| d["id"] == "port-not-served")
+            .collect();
+        (!found.is_empty()).then_some(found)
+    });
+    let found = found.expect("a port-not-served diagnostic in `tether status`");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let d = &found[0];
+    let message = d["message"].as_str().unwrap();
+    assert!(message.contains(&format!("port {port}")) && message.contains(&served.to_string()), "{d:#}");
+    assert!(d["fix"]["description"].as_str().unwrap().contains("port_mapping"), "{d:#}");
+}
