@@ -85,6 +85,11 @@ pub struct TargetConfig {
     /// service-mesh sidecars are skipped automatically).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// Kubernetes context of the kubeconfig (default: its current context). The kubeconfig is
+    /// the one of the terminal or editor that starts the session (`KUBECONFIG`, else
+    /// `~/.kube/config`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
 }
 
 impl ShortForm for TargetConfig {

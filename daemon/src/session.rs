@@ -66,6 +66,14 @@ pub struct CreateParams {
     /// [`EDITOR_IDLE`] without any process, should the editor never say so.
     #[serde(default)]
     pub until_ended: bool,
+    /// The client's `KUBECONFIG` (a path list), for Kubernetes targets: the daemon outlives the
+    /// terminal that started it, so it uses the kubeconfig of whoever asks. Default: the
+    /// daemon's own environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<String>,
+    /// The client's `TETHER_KUBE_CONTEXT`: a context of that kubeconfig, over `target.context`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_context: Option<String>,
 }
 
 /// How long a session kept for its editor may have no process before it ends anyway.
@@ -272,7 +280,8 @@ impl Sessions {
             .clone()
             .or_else(|| config.target.path.clone())
             .context("no target: pass --target pid:<PID>, or set `target.path` in .tether/tether.json")?;
-        let target = TargetSpec::parse(&target_text)?;
+        let client = crate::kube::Source { kubeconfig: params.kubeconfig.clone(), context: params.kube_context.clone() };
+        let target = TargetSpec::parse(&target_text)?.with_client(client);
         let id = random_hex(8);
         let starting = SessionSnapshot {
             id: id.clone(),

@@ -223,6 +223,32 @@ fn incoming_traffic_reaches_the_program_through_the_port_forward() {
     assert_eq!(k.fake.agents().len(), 1, "the agent was reused: {:?}", k.fake.agents());
 }
 
+/// The daemon outlives the terminal that started it: a session uses the kubeconfig and context
+/// of the client that asks, not the daemon's environment.
+#[test]
+fn the_cluster_is_the_one_the_client_names() {
+    let k = KubeWorld::new();
+    k.deployment("web", &["app"]);
+    // A daemon started where no kubeconfig exists...
+    let mut daemon = k.w.tether().env("KUBECONFIG", "/nonexistent/kubeconfig").arg("daemon").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let up = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(25));
+        k.w.tether().args(["status", "--json"]).output().is_ok_and(|o| o.status.success())
+    });
+    assert!(up, "the daemon did not start");
+    // ... serves a terminal that has one.
+    let out = k.exec("deployment/web", &[], &["sh", "-c", "echo POD_ONLY=$POD_ONLY"]);
+    k.expect(&out, &[&format!("POD_ONLY={POD_SECRET}")]);
+    // A context the kubeconfig does not have is named, from the client's environment or the config.
+    let out = run(k.tether().env("TETHER_KUBE_CONTEXT", "staging").args(["exec", "--target", "deployment/web", "--", "true"]));
+    assert!(!out.status.success() && text(&out).contains("context `staging`"), "{}", text(&out));
+    let config = k.w.config(r#"{"target": {"context": "prod-eu"}}"#);
+    let out = k.exec("deployment/web", &["--config", config.to_str().unwrap()], &["true"]);
+    assert!(!out.status.success() && text(&out).contains("context `prod-eu`"), "{}", text(&out));
+    let _ = run(k.w.tether().args(["daemon", "stop"]));
+    let _ = daemon.wait();
+}
+
 #[test]
 fn a_node_job_agent_and_a_statefulset_target() {
     let k = KubeWorld::new();

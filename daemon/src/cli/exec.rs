@@ -34,10 +34,12 @@ pub fn run(args: ExecArgs) -> anyhow::Result<i32> {
         }
     }
     let mut stream = crate::client::connect()?;
+    // The daemon may have been started from another terminal: say which cluster this one means.
+    let kube = crate::kube::Source::from_env();
     let info = crate::client::request(
         &mut stream,
         "createSession",
-        json!({"target": args.target, "config": config, "cwd": cwd}),
+        json!({"target": args.target, "config": config, "cwd": cwd, "kubeconfig": kube.kubeconfig, "kube_context": kube.context}),
     )?;
     drop(stream);
     let info: SessionInfo = serde_json::from_value(info).context("the daemon's session answer")?;

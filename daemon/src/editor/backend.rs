@@ -294,6 +294,8 @@ impl Editor {
             cwd: p.workspace_folder.clone(),
             label,
             until_ended: true,
+            kubeconfig: p.kubeconfig.clone(),
+            kube_context: None,
         };
 
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -351,8 +353,9 @@ impl Editor {
 
     async fn list_targets(&self, p: ListTargetsParams) -> Result<ListTargetsResult> {
         let mut targets = tokio::task::spawn_blocking(super::targets::local_processes).await.map_err(failed)?;
-        if super::targets::kubeconfig_present() {
-            match super::targets::kube_targets(p.namespace.as_deref(), std::time::Duration::from_secs(5)).await {
+        let source = crate::kube::Source { kubeconfig: p.kubeconfig.clone(), context: p.context.clone() };
+        if source.present() {
+            match super::targets::kube_targets(&source, p.namespace.as_deref(), std::time::Duration::from_secs(5)).await {
                 Ok(kube) => targets.extend(kube),
                 Err(e) => {
                     let text = format!("tether: Kubernetes targets are not listed: {e:#}");

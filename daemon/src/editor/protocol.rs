@@ -68,6 +68,10 @@ pub struct PrepareLaunchParams {
     /// A `$/progress` token from the client; progress is reported on it while an agent starts.
     #[serde(default)]
     pub work_done_token: Option<Value>,
+    /// The editor's `KUBECONFIG` (a path list), for Kubernetes targets; default: the daemon's
+    /// own environment. The context comes from `target.context` of the config.
+    #[serde(default)]
+    pub kubeconfig: Option<String>,
 }
 
 /// `tether/prepareLaunch` result.
@@ -155,6 +159,10 @@ pub struct DoctorResult {
 pub struct ListTargetsParams {
     /// Kubernetes namespace (for Kubernetes targets; local processes ignore it).
     pub namespace: Option<String>,
+    /// The editor's `KUBECONFIG` (a path list); default: the daemon's own environment.
+    pub kubeconfig: Option<String>,
+    /// A context of that kubeconfig; default: its current context.
+    pub context: Option<String>,
 }
 
 /// `tether/listTargets` result.

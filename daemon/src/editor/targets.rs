@@ -41,9 +41,9 @@ pub fn local_processes() -> Vec<Target> {
 }
 
 /// The Kubernetes targets of `namespace` (else the context's), within `limit`.
-pub async fn kube_targets(namespace: Option<&str>, limit: std::time::Duration) -> anyhow::Result<Vec<Target>> {
+pub async fn kube_targets(source: &crate::kube::Source, namespace: Option<&str>, limit: std::time::Duration) -> anyhow::Result<Vec<Target>> {
     let listed = tokio::time::timeout(limit, async {
-        let cluster = crate::kube::cluster().await?;
+        let cluster = crate::kube::cluster(source).await?;
         let ns = namespace.map(str::to_string).unwrap_or_else(|| cluster.namespace.clone());
         crate::kube::list::list_targets(&cluster, Some(&ns)).await
     })
@@ -63,14 +63,6 @@ pub async fn kube_targets(namespace: Option<&str>, limit: std::time::Duration) -
             status: l.status,
         })
         .collect())
-}
-
-/// Is there a kubeconfig to try at all? (No cluster is no error for a picker.)
-pub fn kubeconfig_present() -> bool {
-    match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
-        Some(paths) => std::env::split_paths(&paths).any(|p| p.exists()),
-        None => std::env::var_os("HOME").is_some_and(|h| std::path::Path::new(&h).join(".kube/config").exists()),
-    }
 }
 
 #[cfg(test)]

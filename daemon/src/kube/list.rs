@@ -164,7 +164,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// `tether ls [--namespace N | --all-namespaces] [--json]`.
 pub fn run_ls(namespace: Option<String>, all: bool, json: bool) -> anyhow::Result<i32> {
     runtime()?.block_on(async {
-        let cluster = super::cluster().await?;
+        let cluster = super::cluster(&super::Source::from_env()).await?;
         let ns = if all { None } else { Some(namespace.unwrap_or_else(|| cluster.namespace.clone())) };
         let targets = list_targets(&cluster, ns.as_deref()).await?;
         let text = if json { serde_json::to_string_pretty(&targets)? + "\n" } else { render_targets(&targets, all) };
@@ -292,7 +292,7 @@ pub async fn prune(cluster: &Cluster, rows: &[AgentRow]) -> anyhow::Result<Vec<S
 /// `tether agents [--prune] [--namespace N] [--json]`.
 pub fn run_agents(namespace: Option<String>, prune_them: bool, json: bool) -> anyhow::Result<i32> {
     runtime()?.block_on(async {
-        let cluster = super::cluster().await?;
+        let cluster = super::cluster(&super::Source::from_env()).await?;
         let rows = match &namespace {
             Some(ns) => list_agents(&cluster, Some(ns)).await?,
             None => match list_agents(&cluster, None).await {

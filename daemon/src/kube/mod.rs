@@ -2,9 +2,8 @@
 //! cluster, the port-forward that reaches it, and the listings of `tether ls` and
 //! `tether agents`.
 //!
-//! - [`cluster`]: a client from the user's kubeconfig (`KUBECONFIG`, else `~/.kube/config`; the
-//!   current context, or `TETHER_KUBE_CONTEXT`; its namespace unless the config says one),
-//!   cached per kubeconfig so that a second `tether exec` pays nothing for it.
+//! - [`cluster`]: a client for a [`Source`] (a kubeconfig and a context), cached per source so
+//!   that a second `tether exec` pays nothing for it.
 //! - [`resolve`]: `pod/NAME`, `deployment/NAME`, `statefulset/NAME` (optionally
 //!   `/container/NAME`) to one running, ready pod and one container, sidecars skipped.
 //! - [`spec`]: what the daemon creates: an ephemeral container (default), a node Job
@@ -15,8 +14,12 @@
 //!   token; [`start::KubeAgent`] cleans up when it drops.
 //! - [`list`]: `tether ls` and `tether agents [--prune]`.
 //!
-//! The daemon reads the kubeconfig of its own environment, that is of the client that started
-//! it (the first `tether exec` or the editor's `tether lsp`).
+//! **Whose kubeconfig.** The daemon outlives the terminal that started it, so it does not use its
+//! own environment when a client tells it better: every session (and `tether/listTargets`)
+//! carries the client's `KUBECONFIG`, and `target.context` of the config picks the context. Only
+//! what a client leaves out falls back to the daemon's environment (`KUBECONFIG`, else
+//! `~/.kube/config`; `TETHER_KUBE_CONTEXT`, else the current context). Agents are shared per
+//! target *and* source, so the same `deployment/web` in two clusters gets two agents.
 
 pub mod forward;
 pub mod list;
@@ -25,10 +28,12 @@ pub mod resolve;
 pub mod spec;
 pub mod start;
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use kube::config::Kubeconfig;
 
 /// Labels on every object the daemon creates (Jobs, pods), so `tether agents` finds them.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "tether");
@@ -50,45 +55,110 @@ pub struct Cluster {
     pub namespace: String,
 }
 
-/// The cache key of a kubeconfig: its paths, their modification times, and the context.
-fn config_key() -> String {
-    let paths = std::env::var("KUBECONFIG").unwrap_or_else(|_| {
-        std::env::var("HOME").map(|h| format!("{h}/.kube/config")).unwrap_or_default()
-    });
-    let mut key = paths.clone();
-    for p in std::env::split_paths(&paths) {
-        let mtime = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
-        let nanos = mtime.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_nanos());
-        key.push_str(&format!("|{nanos:?}"));
-    }
-    key.push('|');
-    key.push_str(&std::env::var("TETHER_KUBE_CONTEXT").unwrap_or_default());
-    key
+/// Which kubeconfig and context a client means; empty fields fall back to the daemon's
+/// environment (see the module docs).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Source {
+    /// A `KUBECONFIG` value: one or more paths, separated like `PATH`.
+    pub kubeconfig: Option<String>,
+    /// A context of that kubeconfig.
+    pub context: Option<String>,
 }
 
-static CACHE: Mutex<Option<(String, Cluster)>> = Mutex::new(None);
+impl Source {
+    /// What this process's own environment says (the CLI sends it to the daemon).
+    pub fn from_env() -> Source {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        Source { kubeconfig: var("KUBECONFIG"), context: var("TETHER_KUBE_CONTEXT") }
+    }
 
-/// The cluster of the current kubeconfig and context.
-pub async fn cluster() -> anyhow::Result<Cluster> {
-    let key = config_key();
-    if let Some((k, c)) = CACHE.lock().unwrap().as_ref() {
-        if *k == key {
-            return Ok(c.clone());
+    /// The kubeconfig paths, the fallbacks applied.
+    fn paths(&self) -> Vec<PathBuf> {
+        let list = self.kubeconfig.clone().or_else(|| Source::from_env().kubeconfig);
+        match list {
+            Some(list) => std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()).collect(),
+            None => std::env::var_os("HOME").map(|h| vec![PathBuf::from(h).join(".kube/config")]).unwrap_or_default(),
         }
     }
-    let options = kube::config::KubeConfigOptions {
-        context: std::env::var("TETHER_KUBE_CONTEXT").ok().filter(|c| !c.is_empty()),
-        ..Default::default()
-    };
-    let mut config = kube::Config::from_kubeconfig(&options).await.with_context(|| {
-        "reading the Kubernetes configuration (KUBECONFIG, else ~/.kube/config)".to_string()
+
+    /// Whether any of the kubeconfig files exists (else Kubernetes is not in use here).
+    pub fn present(&self) -> bool {
+        self.paths().iter().any(|p| p.exists())
+    }
+
+    fn context(&self) -> Option<String> {
+        self.context.clone().or_else(|| Source::from_env().context)
+    }
+
+    /// The cache key: the paths, their modification times (`kubectl config use-context` edits
+    /// the file), and the context.
+    fn key(&self) -> String {
+        let mut key = String::new();
+        for p in self.paths() {
+            let mtime = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+            let nanos = mtime.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_nanos());
+            key.push_str(&format!("{}|{nanos:?}|", p.display()));
+        }
+        key.push_str(&self.context().unwrap_or_default());
+        key
+    }
+
+    /// Reads and merges the kubeconfig files (the first file wins a conflict, as kubectl's).
+    fn read(&self) -> anyhow::Result<Kubeconfig> {
+        let paths = self.paths();
+        let existing: Vec<&PathBuf> = paths.iter().filter(|p| p.exists()).collect();
+        let Some((first, rest)) = existing.split_first() else {
+            let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            anyhow::bail!(
+                "no Kubernetes configuration: {} does not exist; set KUBECONFIG or run `kubectl config view` to check",
+                if shown.is_empty() { "~/.kube/config".to_string() } else { shown.join(", ") }
+            );
+        };
+        let mut merged = Kubeconfig::read_from(first).with_context(|| format!("reading {}", first.display()))?;
+        for p in rest {
+            let next = Kubeconfig::read_from(p).with_context(|| format!("reading {}", p.display()))?;
+            merged = merged.merge(next).with_context(|| format!("merging {}", p.display()))?;
+        }
+        Ok(merged)
+    }
+}
+
+/// Clusters by source; a few at most (a user switches between a handful).
+static CACHE: Mutex<Vec<(String, Cluster)>> = Mutex::new(Vec::new());
+const CACHED: usize = 8;
+
+/// The cluster a client means.
+pub async fn cluster(source: &Source) -> anyhow::Result<Cluster> {
+    let key = source.key();
+    if let Some((_, c)) = CACHE.lock().unwrap().iter().find(|(k, _)| *k == key) {
+        return Ok(c.clone());
+    }
+    let kubeconfig = source.read()?;
+    if let Some(wanted) = source.context() {
+        let names: Vec<&str> = kubeconfig.contexts.iter().map(|c| c.name.as_str()).collect();
+        if !names.contains(&wanted.as_str()) {
+            anyhow::bail!(
+                "the Kubernetes configuration has no context `{wanted}` (from TETHER_KUBE_CONTEXT or `target.context`); it has: {}",
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            );
+        }
+    }
+    let options = kube::config::KubeConfigOptions { context: source.context(), ..Default::default() };
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.with_context(|| match source.context() {
+        Some(c) => format!("using context `{c}` of the Kubernetes configuration (`kubectl config get-contexts` lists them)"),
+        None => "using the current context of the Kubernetes configuration".to_string(),
     })?;
     config.connect_timeout = Some(Duration::from_secs(10));
     let namespace = config.default_namespace.clone();
     let server = config.cluster_url.to_string();
     let client = kube::Client::try_from(config).with_context(|| format!("making a client for {server}"))?;
     let cluster = Cluster { client, namespace };
-    *CACHE.lock().unwrap() = Some((key, cluster.clone()));
+    let mut cache = CACHE.lock().unwrap();
+    cache.retain(|(k, _)| *k != key);
+    if cache.len() >= CACHED {
+        cache.remove(0);
+    }
+    cache.push((key, cluster.clone()));
     Ok(cluster)
 }
 

@@ -126,10 +126,11 @@ fn random_port() -> u16 {
 }
 
 /// Starts an agent for `path` (a Kubernetes target or `targetless`) in `namespace` (else the
-/// config's, else the context's).
+/// config's, else the context's) of the cluster `source` names.
 pub async fn start(
     path: &TargetPath,
     namespace: Option<&str>,
+    source: &super::Source,
     config: &Config,
     progress: Option<&UnboundedSender<String>>,
 ) -> anyhow::Result<KubeAgent> {
@@ -141,7 +142,7 @@ pub async fn start(
         timings.steps.push((name, step.elapsed()));
         step = Instant::now();
     };
-    let cluster = super::cluster().await?;
+    let cluster = super::cluster(source).await?;
     let ns = namespace.map(str::to_string).or_else(|| config.target.namespace.clone()).unwrap_or_else(|| cluster.namespace.clone());
     let agent_ns = config.agent.namespace.clone().unwrap_or_else(|| ns.clone());
     lap(&mut timings, "config");

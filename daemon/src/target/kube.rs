@@ -8,15 +8,18 @@ use tether_config::Config;
 use tether_config::target::TargetPath;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::kube::Source;
 use crate::kube::start::KubeAgent;
 
 /// Starts an agent for `path` in `namespace` (else `target.namespace`, else the kubeconfig
-/// context's namespace): resolve, check permissions, create, wait, port-forward, handshake.
+/// context's namespace) of the cluster `source` names: resolve, check permissions, create,
+/// wait, port-forward, handshake.
 pub async fn start(
     path: &TargetPath,
     namespace: Option<&str>,
+    source: &Source,
     config: &Config,
     progress: Option<&UnboundedSender<String>>,
 ) -> anyhow::Result<KubeAgent> {
-    crate::kube::start::start(path, namespace, config, progress).await
+    crate::kube::start::start(path, namespace, source, config, progress).await
 }

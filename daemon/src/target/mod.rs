@@ -28,8 +28,8 @@ pub enum TargetSpec {
     /// A process on this machine.
     Pid(u32),
     /// A Kubernetes workload or `targetless`, in a namespace (`None`: the config's, else the
-    /// kubeconfig context's).
-    Kube { path: TargetPath, namespace: Option<String> },
+    /// kubeconfig context's), in the cluster the client means.
+    Kube { path: TargetPath, namespace: Option<String>, source: crate::kube::Source },
 }
 
 impl TargetSpec {
@@ -37,9 +37,9 @@ impl TargetSpec {
         let s = s.trim();
         match parse_target(s) {
             Ok(TargetPath::Pid(p)) => Ok(TargetSpec::Pid(p)),
-            Ok(path @ TargetPath::Targetless) => Ok(TargetSpec::Kube { path, namespace: None }),
+            Ok(path @ TargetPath::Targetless) => Ok(TargetSpec::Kube { path, namespace: None, source: Default::default() }),
             Ok(path @ TargetPath::Kube { kind: TargetKind::Pod | TargetKind::Deployment | TargetKind::StatefulSet, .. }) => {
-                Ok(TargetSpec::Kube { path, namespace: None })
+                Ok(TargetSpec::Kube { path, namespace: None, source: Default::default() })
             }
             Ok(TargetPath::Kube { kind, .. }) => bail!(
                 "target `{s}`: {} targets are not supported yet; use pod/NAME, deployment/NAME, statefulset/NAME or targetless",
@@ -53,13 +53,36 @@ impl TargetSpec {
         }
     }
 
-    /// The key under which an agent is shared: the spec with the config's namespace filled in
-    /// (two sessions for `deployment/web` in different namespaces are different targets).
+    /// The kubeconfig and context the client's environment names (for Kubernetes targets;
+    /// empty fields: the config's context, else the daemon's environment).
+    pub fn with_client(self, client: crate::kube::Source) -> TargetSpec {
+        let some = |v: Option<String>| v.filter(|v| !v.is_empty());
+        match self {
+            TargetSpec::Kube { path, namespace, source } => TargetSpec::Kube {
+                path,
+                namespace,
+                source: crate::kube::Source {
+                    kubeconfig: some(client.kubeconfig).or(source.kubeconfig),
+                    context: some(client.context).or(source.context),
+                },
+            },
+            other => other,
+        }
+    }
+
+    /// The key under which an agent is shared: the spec with the config's namespace and context
+    /// filled in (two sessions for `deployment/web` in different namespaces or clusters are
+    /// different targets).
     pub fn with_config(&self, config: &Config) -> TargetSpec {
         match self {
-            TargetSpec::Kube { path, namespace: None } => {
-                TargetSpec::Kube { path: path.clone(), namespace: config.target.namespace.clone() }
-            }
+            TargetSpec::Kube { path, namespace, source } => TargetSpec::Kube {
+                path: path.clone(),
+                namespace: namespace.clone().or_else(|| config.target.namespace.clone()),
+                source: crate::kube::Source {
+                    kubeconfig: source.kubeconfig.clone(),
+                    context: source.context.clone().or_else(|| config.target.context.clone()),
+                },
+            },
             other => other.clone(),
         }
     }
@@ -138,8 +161,8 @@ pub async fn start(
             }
             Ok(Running { agent: local.agent.clone(), backend: Backend::Local(local) })
         }
-        TargetSpec::Kube { path, namespace } => {
-            let k = kube::start(path, namespace.as_deref(), config, progress).await?;
+        TargetSpec::Kube { path, namespace, source } => {
+            let k = kube::start(path, namespace.as_deref(), source, config, progress).await?;
             Ok(Running { agent: k.agent.clone(), backend: Backend::Kube(k) })
         }
     }
@@ -164,7 +187,23 @@ mod tests {
         assert!(TargetSpec::parse("banana").unwrap_err().to_string().contains("unknown target"));
         let mut config = Config::default();
         config.target.namespace = Some("shop".into());
-        assert_eq!(web.with_config(&config), TargetSpec::Kube { path: parse_target("deployment/web").unwrap(), namespace: Some("shop".into()) });
+        config.target.context = Some("staging".into());
+        let source = |kubeconfig: Option<&str>| crate::kube::Source { kubeconfig: kubeconfig.map(String::from), context: Some("staging".into()) };
+        let path = parse_target("deployment/web").unwrap();
+        assert_eq!(
+            web.with_config(&config),
+            TargetSpec::Kube { path: path.clone(), namespace: Some("shop".into()), source: source(None) }
+        );
+        // The same workload through another kubeconfig is another target (another agent).
+        let client = |k: &str| crate::kube::Source { kubeconfig: Some(k.into()), context: None };
+        let other = web.clone().with_client(client("/home/u/.kube/staging")).with_config(&config);
+        assert_eq!(other, TargetSpec::Kube { path, namespace: Some("shop".into()), source: source(Some("/home/u/.kube/staging")) });
+        assert_ne!(other, web.with_config(&config));
+        assert_eq!(web.clone().with_client(client("")), web, "an empty KUBECONFIG means none");
+        // The client's TETHER_KUBE_CONTEXT wins over the config's.
+        let prod = crate::kube::Source { kubeconfig: None, context: Some("prod".into()) };
+        assert!(matches!(web.clone().with_client(prod).with_config(&config),
+            TargetSpec::Kube { source: crate::kube::Source { context: Some(c), .. }, .. } if c == "prod"));
         assert_eq!(TargetSpec::Pid(1).with_config(&config), TargetSpec::Pid(1));
     }
 }

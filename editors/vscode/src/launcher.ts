@@ -101,6 +101,8 @@ export class Launcher implements vscode.DebugConfigurationProvider, vscode.Dispo
               workspaceFolder: folder!.uri.fsPath,
               configPath: decision.configPath ? ctx.configFile.fsPath : undefined,
               target: chosen.target,
+              // The daemon may have been started elsewhere: name this window's cluster.
+              kubeconfig: process.env.KUBECONFIG || undefined,
             },
             token,
           ),

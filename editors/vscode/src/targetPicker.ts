@@ -89,7 +89,7 @@ export class Targets {
       ];
       qp.items = fixed;
       this.daemon
-        .request<ListTargetsResult>(Methods.listTargets, namespace ? { namespace } : {})
+        .request<ListTargetsResult>(Methods.listTargets, { namespace, kubeconfig: process.env.KUBECONFIG || undefined })
         .then((r) => {
           qp.items = [
             ...fixed,

@@ -124,6 +124,7 @@ public final class TetherClient implements AutoCloseable {
             if (workDoneToken != null) {
                 p.addProperty("workDoneToken", workDoneToken);
             }
+            addKubeconfig(p);
             return p;
         }
     }
@@ -514,12 +515,24 @@ public final class TetherClient implements AutoCloseable {
         return call(Methods.DOCTOR, p, options.requestTimeout, DoctorResult.class);
     }
 
+    /**
+     * The IDE's {@code KUBECONFIG}, when set: the daemon may have been started from another
+     * environment, and must use the cluster this IDE means.
+     */
+    static void addKubeconfig(JsonObject params) {
+        String kubeconfig = System.getenv("KUBECONFIG");
+        if (kubeconfig != null && !kubeconfig.isEmpty()) {
+            params.addProperty("kubeconfig", kubeconfig);
+        }
+    }
+
     /** {@code tether/listTargets}: what a target picker offers. */
     public ListTargetsResult listTargets(String namespace) throws IOException {
         JsonObject p = new JsonObject();
         if (namespace != null) {
             p.addProperty("namespace", namespace);
         }
+        addKubeconfig(p);
         return call(Methods.LIST_TARGETS, p, options.requestTimeout, ListTargetsResult.class);
     }
 
