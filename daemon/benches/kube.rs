@@ -7,6 +7,9 @@
 //!    agent ready: … agent wait`). Baseline: the same exec once the agent runs (no agent start).
 //! 2. `tether ls` over 1,000 pods (and 50 deployments, 20 statefulsets). Baseline: the same three
 //!    list calls made one after another by curl (the bare cost of the API's answers).
+//! 3. A remote `stat` and a remote 4 KiB open+read+close through the port-forward (medians and
+//!    99th percentiles of 500 calls, `core.c`). Baseline: the same calls on the same pod through
+//!    a local agent (`pid:N`): what the cluster transport adds per round trip.
 //!
 //! Needs root (network namespaces) and release binaries: `cargo build --workspace --release`.
 //! The fake runs in this process (its own runtime); everything else in a "laptop" namespace.
@@ -54,7 +57,8 @@ fn main() {
     for i in 0..=RUNS {
         let name = format!("web{i}");
         fake.add_deployment("default", &name, &[("app", &name)], &["app", "istio-proxy"], 1);
-        fake.add_pod(FakePod::new(&format!("{name}-5d8f9-x7k2p")).label("app", &name).containers(&["app", "istio-proxy"]).local(PodSpec::new(&name).env("POD_ONLY", "1")))
+        let spec = PodSpec::new(&name).env("POD_ONLY", "1").file("/app/4k.bin", vec![b'x'; 4096]);
+        fake.add_pod(FakePod::new(&format!("{name}-5d8f9-x7k2p")).label("app", &name).containers(&["app", "istio-proxy"]).local(spec))
             .expect("a pod");
     }
     for i in 0..50 {
@@ -141,6 +145,40 @@ fn main() {
     let (t, base) = (median(tt), median(bb));
     row(&format!("tether ls, 1,000 pods ({} lines)", lines), format!("{t:.1}"), format!("{base:.1}"), format!("{:.2}x", t / base), "< 300 ms");
     println!("  (baseline: the same three list calls by curl, one after another)");
+
+    // 3. Round trips through the port-forward vs through a local agent, on the same pod.
+    let probe = tether_testkit::programs::target_dir().join("bench-core");
+    let built = Command::new("gcc")
+        .args(["-O2", "-o"])
+        .arg(&probe)
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/core.c"))
+        .status()
+        .unwrap();
+    assert!(built.success(), "gcc failed");
+    let pod_pid = fake.with_local_pod("default", "web1-5d8f9-x7k2p", |p| p.pid).expect("the local pod");
+    let calls = |target: &str, mode: &str| -> (f64, f64) {
+        let out = ok(
+            tether_cmd().args(["exec", "--target", target, "--"]).arg(&probe).args([mode, "/app/4k.bin", "500"]).output().unwrap(),
+            &format!("{mode} through {target}"),
+        );
+        let field = |name: &str| out.split_whitespace().skip_while(|w| *w != name).nth(1).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+        (field("median_us"), field("p99_us"))
+    };
+    for (mode, what) in [("stat", "remote stat"), ("read", "remote 4 KiB open+read+close")] {
+        let (mut km, mut kp, mut lm, mut lp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let (m, p) = calls("deployment/web1", mode);
+            km.push(m);
+            kp.push(p);
+            let (m, p) = calls(&format!("pid:{pod_pid}"), mode);
+            lm.push(m);
+            lp.push(p);
+        }
+        let (km, kp, lm, lp) = (median(km) / 1e3, median(kp) / 1e3, median(lm) / 1e3, median(lp) / 1e3);
+        row(&format!("{what}, port-forward: median"), format!("{km:.2}"), format!("{lm:.2}"), format!("+{:.2} ms", km - lm), "");
+        row(&format!("{what}, port-forward: p99"), format!("{kp:.2}"), format!("{lp:.2}"), format!("+{:.2} ms", kp - lp), "no stalls (< 10 ms)");
+    }
+    println!("  (baseline: the same calls on the same pod through a local agent, pid:N)");
 
     let _ = tether_cmd().args(["daemon", "stop"]).output();
     drop(fake);

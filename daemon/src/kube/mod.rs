@@ -21,6 +21,7 @@
 //! `~/.kube/config`; `TETHER_KUBE_CONTEXT`, else the current context). Agents are shared per
 //! target *and* source, so the same `deployment/web` in two clusters gets two agents.
 
+mod client;
 pub mod forward;
 pub mod list;
 pub mod rbac;
@@ -151,7 +152,7 @@ pub async fn cluster(source: &Source) -> anyhow::Result<Cluster> {
     config.connect_timeout = Some(Duration::from_secs(10));
     let namespace = config.default_namespace.clone();
     let server = config.cluster_url.to_string();
-    let client = kube::Client::try_from(config).with_context(|| format!("making a client for {server}"))?;
+    let client = client::build(config).with_context(|| format!("making a client for {server}"))?;
     let cluster = Cluster { client, namespace };
     let mut cache = CACHE.lock().unwrap();
     cache.retain(|(k, _)| *k != key);
