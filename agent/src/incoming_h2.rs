@@ -42,6 +42,23 @@ use crate::incoming_http::{Filter, program_stream};
 /// What an HTTP/2 client sends first when it knows the server speaks HTTP/2 (RFC 9113, 3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// Whether what `target` sent first (still unread) is an HTTP/2 server's SETTINGS frame: HTTP/2
+/// servers send it as soon as a connection opens, without waiting for the client's preface.
+pub async fn greets(target: &TcpStream) -> bool {
+    let mut head = [0u8; 9];
+    match target.peek(&mut head).await {
+        Ok(9) => is_settings(&head),
+        _ => false,
+    }
+}
+
+/// A frame header (RFC 9113, 4.1) of a SETTINGS frame on the connection, not an acknowledgement.
+fn is_settings(head: &[u8; 9]) -> bool {
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]);
+    let (kind, flags) = (head[3], head[4]);
+    kind == 0x4 && flags == 0 && head[5..] == [0, 0, 0, 0] && len.is_multiple_of(6)
+}
+
 /// A response to the client: a side's own, or one made here.
 type Body = Either<Incoming, Empty<Bytes>>;
 
@@ -107,21 +124,8 @@ pub async fn serve(
 impl Conn {
     /// Sends one request to the side the filter chooses and gives back that side's response.
     async fn forward(&self, req: Request<Incoming>) -> Response<Body> {
-        let mut dest = if self.sub.active() && matches(&self.filter, &req) {
-            Dest::Program
-        } else {
-            Dest::Target
-        };
-        let sender = match self.sender(dest).await {
-            Ok(s) => Ok(s),
-            Err(e) if dest == Dest::Program => {
-                // As in the HTTP/1.x relay: a subscriber that takes no connection gets no request.
-                tracing::debug!(err = %e, "the subscriber took no connection; request to the target");
-                dest = Dest::Target;
-                self.sender(dest).await
-            }
-            Err(e) => Err(e),
-        };
+        let to_program = self.sub.active() && matches(&self.filter, &req);
+        let (dest, sender) = self.choose(to_program).await;
         let counter = match dest {
             Dest::Program => &self.sub.stats.requests_matched,
             Dest::Target => &self.sub.stats.requests_passed,
@@ -143,8 +147,26 @@ impl Conn {
         }
     }
 
-    /// The side's HTTP/2 connection: the open one, or a new one when there is none (or it ended).
-    async fn sender(&self, dest: Dest) -> Result<Sender, String> {
+    /// Where a request goes and the connection to that side. As in the HTTP/1.x relay, a matching
+    /// request goes to the target when the subscriber takes no connection now.
+    async fn choose(&self, to_program: bool) -> (Dest, Result<Sender, String>) {
+        if to_program {
+            match self.sender(Dest::Program).await {
+                Ok(Some(s)) => return (Dest::Program, Ok(s)),
+                Err(e) => return (Dest::Program, Err(e)),
+                Ok(None) => tracing::debug!("the subscriber takes no connection; to the target"),
+            }
+        }
+        let target = self.sender(Dest::Target).await;
+        (
+            Dest::Target,
+            target.map(|s| s.expect("the target always has one")),
+        )
+    }
+
+    /// The side's HTTP/2 connection: the open one, or a new one when there is none (or it
+    /// ended); `None` when the subscriber takes no connection now.
+    async fn sender(&self, dest: Dest) -> Result<Option<Sender>, String> {
         let slot = match dest {
             Dest::Target => &self.target,
             Dest::Program => &self.program,
@@ -154,13 +176,13 @@ impl Conn {
         if let Some(s) = slot.as_ref()
             && !s.is_closed()
         {
-            return Ok(s.clone());
+            return Ok(Some(s.clone()));
         }
         let s = match dest {
-            Dest::Target => self.connect_target().await?,
+            Dest::Target => Some(self.connect_target().await?),
             Dest::Program => self.connect_program().await?,
         };
-        *slot = Some(s.clone());
+        slot.clone_from(&s);
         Ok(s)
     }
 
@@ -175,14 +197,16 @@ impl Conn {
         handshake(stream, "target").await
     }
 
-    async fn connect_program(&self) -> Result<Sender, String> {
-        let stream = program_stream(&self.sub, self.peer, self.orig)
-            .ok_or("the subscriber takes no connection now")?;
+    /// A new stream pair handed to the subscriber, with an HTTP/2 connection on our end.
+    async fn connect_program(&self) -> Result<Option<Sender>, String> {
+        let Some(stream) = program_stream(&self.sub, self.peer, self.orig) else {
+            return Ok(None);
+        };
         let stream = Counted {
             sub: self.sub.clone(),
             inner: stream,
         };
-        handshake(stream, "program").await
+        handshake(stream, "program").await.map(Some)
     }
 }
 
@@ -341,6 +365,22 @@ mod tests {
             b = b.header(*n, *v);
         }
         b.body(()).unwrap()
+    }
+
+    #[test]
+    fn an_http2_servers_settings_are_recognised() {
+        assert!(is_settings(&[0, 0, 12, 4, 0, 0, 0, 0, 0]));
+        assert!(is_settings(&[0, 0, 0, 4, 0, 0, 0, 0, 0]));
+        assert!(
+            !is_settings(&[0, 0, 0, 4, 1, 0, 0, 0, 0]),
+            "an acknowledgement"
+        );
+        assert!(
+            !is_settings(&[0, 0, 7, 4, 0, 0, 0, 0, 0]),
+            "not whole settings"
+        );
+        assert!(!is_settings(b"SSH-2.0-x"));
+        assert!(!is_settings(b"220 smtp "));
     }
 
     #[test]

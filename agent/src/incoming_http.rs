@@ -369,14 +369,23 @@ pub async fn relay(
         }
     };
     SubStats::add(&sub.stats.passed_through, 1);
-    // Who speaks first? A server that greets means this is not HTTP: pass it through.
+    // Who speaks first? A server that greets means this is not HTTP: pass it through. An HTTP/2
+    // server's greeting (its SETTINGS, left unread for the relay) is not such a greeting.
     let mut first = vec![0u8; READ_CHUNK];
-    let n = tokio::select! {
-        r = client.read(&mut first) => match r {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        },
-        _ = upstream.readable() => 0,
+    let mut target_h2 = false;
+    let n = loop {
+        tokio::select! {
+            r = client.read(&mut first) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => break n,
+            },
+            _ = upstream.readable(), if !target_h2 => {
+                target_h2 = crate::incoming_h2::greets(&upstream).await;
+                if !target_h2 {
+                    break 0;
+                }
+            }
+        }
     };
     first.truncate(n);
     if starts_h2(&mut client, &mut first).await {
@@ -511,9 +520,12 @@ pub async fn relay(
 }
 
 /// Whether the client's first bytes are HTTP/2's prior-knowledge preface (reading more while they
-/// could still be).
+/// could still be). No bytes (the target spoke first) is not HTTP/2.
 async fn starts_h2(client: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
     let preface = crate::incoming_h2::PREFACE;
+    if buf.is_empty() {
+        return false;
+    }
     loop {
         let n = buf.len().min(preface.len());
         if buf[..n] != preface[..n] {
