@@ -18,7 +18,8 @@
 //! Gateway`; a response that breaks off resets that stream. The client's connection and its
 //! other streams go on, and a side whose connection has ended is connected again at its next
 //! request. When the subscriber cannot take a new connection (gone, or too far behind), the
-//! request goes to the target, as in the HTTP/1.x relay.
+//! request goes to the target, as in the HTTP/1.x relay. `CONNECT` (tunnels, WebSockets over
+//! HTTP/2) is answered `501`: relaying it would mean joining two upgraded streams.
 
 use std::convert::Infallible;
 use std::io;
@@ -124,6 +125,13 @@ pub async fn serve(
 impl Conn {
     /// Sends one request to the side the filter chooses and gives back that side's response.
     async fn forward(&self, req: Request<Incoming>) -> Response<Body> {
+        if req.method() == hyper::Method::CONNECT {
+            // A tunnel would need both sides' upgrades joined: refused rather than half done.
+            return answer(
+                StatusCode::NOT_IMPLEMENTED,
+                "CONNECT is not relayed by tether",
+            );
+        }
         let to_program = self.sub.active() && matches(&self.filter, &req);
         let (dest, sender) = self.choose(to_program).await;
         let counter = match dest {
@@ -255,8 +263,13 @@ fn bad_gateway(dest: Dest) -> Response<Body> {
         Dest::Program => "the local program did not answer",
         Dest::Target => "the target did not answer",
     };
+    answer(StatusCode::BAD_GATEWAY, why)
+}
+
+/// A response of our own, saying why in `x-tether`.
+fn answer(status: StatusCode, why: &'static str) -> Response<Body> {
     let mut resp = Response::new(Either::Right(Empty::new()));
-    *resp.status_mut() = StatusCode::BAD_GATEWAY;
+    *resp.status_mut() = status;
     resp.headers_mut()
         .insert("x-tether", hyper::header::HeaderValue::from_static(why));
     resp

@@ -972,6 +972,19 @@ mod h2 {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connect_is_refused_and_the_connection_goes_on() {
+        let h = H2World::start(user_me(), true).await;
+        let c = h.client().await;
+        let (mut req, tx) = request("CONNECT", "", &[("x-user", "me")]);
+        *req.uri_mut() = H2_TO.parse().unwrap();
+        drop(tx);
+        let refused = send(c.clone(), req).await;
+        assert_eq!(refused.status(), 501);
+        let ok = send(c.clone(), get("/after", &[])).await;
+        assert_eq!(answered(&ok), (200, "target".to_string()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_target_that_fails_fails_only_its_streams() {
         let mut h = H2World::start(user_me(), false).await;
         h.serve_all_pairs();
