@@ -4,9 +4,10 @@
 //!   connections for the port to one of the agent's transparent listeners there (IPv4 and
 //!   IPv6); the accepted socket's own address is the original destination. Without an HTTP filter the accepted
 //!   socket itself goes to the subscriber (the daemon gives it to the program: no relay). With a
-//!   filter, the agent relays the connection request by request ([`crate::incoming_http`]):
-//!   matching requests go to the subscriber over a stream pair, the rest to the real target
-//!   port over a connection that bypasses the redirect.
+//!   filter, the agent relays the connection request by request ([`crate::incoming_http`];
+//!   HTTP/2 with prior knowledge stream by stream, [`crate::incoming_h2`]): matching requests go
+//!   to the subscriber over a stream pair, the rest to the real target port over a connection
+//!   that bypasses the redirect.
 //! - **mirror**: no rule at all. A packet socket in the namespace sees the port's traffic and
 //!   the agent rebuilds each new connection's client bytes ([`crate::incoming_mirror`]); the
 //!   target's traffic never passes through the agent, so a slow or dead subscriber (or agent)

@@ -12,9 +12,10 @@
 //!
 //! The subscriber side is one Unix stream pair per client connection, opened at the first
 //! matching request and handed over as kind `stream`. If it ends before answering, the client gets
-//! `502 Bad Gateway`. Traffic that is not HTTP/1.x (including HTTP/2's prior-knowledge preface,
-//! and protocols where the server speaks first) is passed to the target untouched. HTTP/2
-//! requests are not filtered: such connections go to the target whole.
+//! `502 Bad Gateway`. A connection that starts with HTTP/2's prior-knowledge preface (h2c, as
+//! gRPC uses it) goes to [`crate::incoming_h2`], which filters its streams. Any other traffic that
+//! is not HTTP/1.x (including protocols where the server speaks first) is passed to the target
+//! untouched.
 
 use std::io;
 use std::net::SocketAddr;
@@ -368,16 +369,29 @@ pub async fn relay(
         }
     };
     SubStats::add(&sub.stats.passed_through, 1);
-    // Who speaks first? A server that greets means this is not HTTP: pass it through.
+    // Who speaks first? A server that greets means this is not HTTP: pass it through. An HTTP/2
+    // server's greeting (its SETTINGS, left unread for the relay) is not such a greeting.
     let mut first = vec![0u8; READ_CHUNK];
-    let n = tokio::select! {
-        r = client.read(&mut first) => match r {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        },
-        _ = upstream.readable() => 0,
+    let mut target_h2 = false;
+    let n = loop {
+        tokio::select! {
+            r = client.read(&mut first) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => break n,
+            },
+            _ = upstream.readable(), if !target_h2 => {
+                target_h2 = crate::incoming_h2::greets(&upstream).await;
+                if !target_h2 {
+                    break 0;
+                }
+            }
+        }
     };
     first.truncate(n);
+    if starts_h2(&mut client, &mut first).await {
+        crate::incoming_h2::serve(inc, sub, client, first, upstream, peer, orig).await;
+        return;
+    }
     let mut client = Side::tcp(client);
     client.buf = first;
     let mut target = Side::tcp(upstream);
@@ -505,15 +519,47 @@ pub async fn relay(
     }
 }
 
-/// Opens the subscriber's side for this client connection.
-fn open_program(sub: &Sub, peer: SocketAddr, orig: SocketAddr) -> Option<Side> {
+/// Whether the client's first bytes are HTTP/2's prior-knowledge preface (reading more while they
+/// could still be). No bytes (the target spoke first) is not HTTP/2.
+async fn starts_h2(client: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let preface = crate::incoming_h2::PREFACE;
+    if buf.is_empty() {
+        return false;
+    }
+    loop {
+        let n = buf.len().min(preface.len());
+        if buf[..n] != preface[..n] {
+            return false;
+        }
+        if n == preface.len() {
+            return true;
+        }
+        let mut more = [0u8; 64];
+        match client.read(&mut more).await {
+            Ok(0) | Err(_) => return false,
+            Ok(got) => buf.extend_from_slice(&more[..got]),
+        }
+    }
+}
+
+/// A Unix stream pair for this client connection: the other end is handed to the subscriber as
+/// kind `stream`; `None` when the subscriber takes no connection now.
+pub fn program_stream(
+    sub: &Sub,
+    peer: SocketAddr,
+    orig: SocketAddr,
+) -> Option<tokio::net::UnixStream> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().ok()?;
     ours.set_nonblocking(true).ok()?;
     if !sub.deliver(ConnectionKind::Stream, peer, orig, theirs.into()) {
         return None;
     }
-    let ours = tokio::net::UnixStream::from_std(ours).ok()?;
-    let (r, w) = ours.into_split();
+    tokio::net::UnixStream::from_std(ours).ok()
+}
+
+/// Opens the subscriber's side for this client connection.
+fn open_program(sub: &Sub, peer: SocketAddr, orig: SocketAddr) -> Option<Side> {
+    let (r, w) = program_stream(sub, peer, orig)?.into_split();
     Some(Side {
         r: Box::new(r),
         w: Box::new(w),

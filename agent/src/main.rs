@@ -18,6 +18,7 @@ mod find_target;
 mod guard;
 mod incoming;
 mod incoming_grpc;
+mod incoming_h2;
 mod incoming_http;
 mod incoming_mirror;
 mod netns;

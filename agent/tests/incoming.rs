@@ -138,6 +138,15 @@ fn tables(pod: &Netns) -> String {
 
 /// An authenticated fd-socket connection that asked for a subscription; the agent's answer.
 fn subscribe(w: &World, mode: IncomingMode, filter: Option<HttpFilter>) -> (UnixStream, FdReply) {
+    subscribe_port(w, PORT, mode, filter)
+}
+
+fn subscribe_port(
+    w: &World,
+    port: u16,
+    mode: IncomingMode,
+    filter: Option<HttpFilter>,
+) -> (UnixStream, FdReply) {
     let conn = UnixStream::connect(&w.agent.fd_socket).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -148,7 +157,7 @@ fn subscribe(w: &World, mode: IncomingMode, filter: Option<HttpFilter>) -> (Unix
     send_line(&conn, &auth, None).unwrap();
     recv_line(&conn).unwrap();
     let req = FdRequest::Subscribe {
-        port: PORT,
+        port,
         mode,
         http_filter: filter,
     };
@@ -471,4 +480,525 @@ async fn the_relayed_form_over_grpc() {
     .await
     .unwrap();
     assert!(gone, "unsubscribed when the stream was cancelled");
+}
+
+/// Filtered steal of HTTP/2 with prior knowledge (h2c): a client in the client namespace, an
+/// h2c server on the pod's port 7001 (the target) and one served on each stream pair the agent
+/// hands over (the program). Both servers echo the request body as it arrives, end with
+/// trailers, and report what they saw.
+mod h2 {
+    use super::*;
+    use std::convert::Infallible;
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::{Bytes, Frame, Incoming};
+    use hyper::client::conn::http2::SendRequest;
+    use hyper::{HeaderMap, Request, Response};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tether_protocol::fdpass::IncomingStats;
+    use tokio::io::{AsyncRead, AsyncWrite};
+    use tokio::sync::{Notify, mpsc};
+    use tokio_stream::wrappers::ReceiverStream;
+
+    const H2_PORT: u16 = 7001;
+    const H2_TO: &str = "198.18.0.10:7001";
+    const WAIT: Duration = Duration::from_secs(10);
+
+    type Frames = mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
+    type Chunks = StreamBody<ReceiverStream<Result<Frame<Bytes>, Infallible>>>;
+
+    fn chunks() -> (Frames, Chunks) {
+        let (tx, rx) = mpsc::channel(4);
+        (tx, StreamBody::new(ReceiverStream::new(rx)))
+    }
+
+    fn pairs(h: &HeaderMap) -> Vec<(String, String)> {
+        h.iter()
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// A request as a server saw it.
+    #[derive(Debug)]
+    struct Seen {
+        method: String,
+        uri: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        trailers: Vec<(String, String)>,
+    }
+
+    /// One of the two h2c servers. Paths under `/slow` wait for `gate` before answering.
+    #[derive(Clone)]
+    struct Server {
+        name: &'static str,
+        seen: mpsc::UnboundedSender<Seen>,
+        gate: Arc<Notify>,
+    }
+
+    impl Server {
+        async fn serve<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, io: T) {
+            let svc = hyper::service::service_fn(move |req| {
+                let me = self.clone();
+                async move { Ok::<_, Infallible>(me.answer(req).await) }
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(io), svc)
+                .await;
+        }
+
+        async fn answer(self, req: Request<Incoming>) -> Response<Chunks> {
+            if req.uri().path().starts_with("/slow") {
+                self.gate.notified().await;
+            }
+            let (parts, mut body) = req.into_parts();
+            let (tx, chunks) = chunks();
+            tokio::spawn(async move {
+                let mut seen = Seen {
+                    method: parts.method.to_string(),
+                    uri: parts.uri.to_string(),
+                    headers: pairs(&parts.headers),
+                    body: Vec::new(),
+                    trailers: Vec::new(),
+                };
+                while let Some(Ok(frame)) = body.frame().await {
+                    match frame.into_data() {
+                        Ok(data) => {
+                            seen.body.extend_from_slice(&data);
+                            let _ = tx.send(Ok(Frame::data(data))).await;
+                        }
+                        Err(frame) => {
+                            if let Ok(t) = frame.into_trailers() {
+                                seen.trailers = pairs(&t);
+                            }
+                        }
+                    }
+                }
+                let mut trailers = HeaderMap::new();
+                trailers.insert("grpc-status", "0".parse().unwrap());
+                trailers.insert("x-side", self.name.parse().unwrap());
+                let _ = tx.send(Ok(Frame::trailers(trailers))).await;
+                let _ = self.seen.send(seen);
+            });
+            Response::builder()
+                .header("x-side", self.name)
+                .body(chunks)
+                .unwrap()
+        }
+    }
+
+    struct H2World {
+        w: World,
+        _sub: UnixStream,
+        /// What the target's server saw.
+        target: mpsc::UnboundedReceiver<Seen>,
+        /// Stream pairs handed to the subscriber.
+        pairs: mpsc::UnboundedReceiver<OwnedFd>,
+        program: Server,
+        program_seen: mpsc::UnboundedReceiver<Seen>,
+        stats: Arc<Mutex<IncomingStats>>,
+    }
+
+    impl H2World {
+        /// A filtered steal of port 7001, whose real server is an h2c server (or, when
+        /// `target_alive` is false, one that reads a little and closes).
+        async fn start(filter: HttpFilter, target_alive: bool) -> H2World {
+            let w = world();
+            let listener = w
+                .pod
+                .run(|| std::net::TcpListener::bind((POD_IP, H2_PORT)).unwrap());
+            let (seen, target) = mpsc::unbounded_channel();
+            if target_alive {
+                listener.set_nonblocking(true).unwrap();
+                let l = tokio::net::TcpListener::from_std(listener).unwrap();
+                let server = Server {
+                    name: "target",
+                    seen,
+                    gate: Arc::new(Notify::new()),
+                };
+                tokio::spawn(async move {
+                    while let Ok((s, _)) = l.accept().await {
+                        tokio::spawn(server.clone().serve(s));
+                    }
+                });
+            } else {
+                std::thread::spawn(move || {
+                    while let Ok((mut s, _)) = listener.accept() {
+                        let _ = s.read(&mut [0u8; 64]);
+                    }
+                });
+            }
+            let (sub, reply) = subscribe_port(&w, H2_PORT, IncomingMode::Steal, Some(filter));
+            assert_eq!(reply.errno, 0, "{}", reply.message);
+            let (fds, pairs) = mpsc::unbounded_channel();
+            let stats = Arc::new(Mutex::new(IncomingStats::default()));
+            let events = sub.try_clone().unwrap();
+            let latest = stats.clone();
+            std::thread::spawn(move || read_events(events, fds, latest));
+            let (seen, program_seen) = mpsc::unbounded_channel();
+            let program = Server {
+                name: "program",
+                seen,
+                gate: Arc::new(Notify::new()),
+            };
+            H2World {
+                w,
+                _sub: sub,
+                target,
+                pairs,
+                program,
+                program_seen,
+                stats,
+            }
+        }
+
+        /// Serves the next stream pair handed over.
+        async fn serve_next_pair(&mut self) {
+            let fd = tokio::time::timeout(WAIT, self.pairs.recv())
+                .await
+                .expect("a stream pair for the program")
+                .unwrap();
+            tokio::spawn(self.program.clone().serve(unix(fd)));
+        }
+
+        /// Serves every stream pair handed over from now on.
+        fn serve_all_pairs(&mut self) {
+            let (_, empty) = mpsc::unbounded_channel();
+            let mut pairs = std::mem::replace(&mut self.pairs, empty);
+            let program = self.program.clone();
+            tokio::spawn(async move {
+                while let Some(fd) = pairs.recv().await {
+                    tokio::spawn(program.clone().serve(unix(fd)));
+                }
+            });
+        }
+
+        async fn client(&self) -> SendRequest<Chunks> {
+            let s = self.w.client.connect(H2_TO);
+            s.set_nonblocking(true).unwrap();
+            let s = tokio::net::TcpStream::from_std(s).unwrap();
+            let (sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            sender
+        }
+
+        /// Waits until the subscription's counters satisfy `f`.
+        async fn stats_until(&self, f: impl Fn(&IncomingStats) -> bool) -> IncomingStats {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let now = self.stats.lock().unwrap().clone();
+                if f(&now) || Instant::now() > deadline {
+                    return now;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    fn unix(fd: OwnedFd) -> tokio::net::UnixStream {
+        let s = UnixStream::from(fd);
+        s.set_nonblocking(true).unwrap();
+        tokio::net::UnixStream::from_std(s).unwrap()
+    }
+
+    /// The subscription's events: stream pairs to `fds`, the latest counters to `stats`.
+    fn read_events(
+        conn: UnixStream,
+        fds: mpsc::UnboundedSender<OwnedFd>,
+        stats: Arc<Mutex<IncomingStats>>,
+    ) {
+        loop {
+            let (lines, fd) = match recv_lines(&conn) {
+                Ok(got) => got,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue;
+                }
+                Err(_) => return,
+            };
+            for line in lines {
+                match serde_json::from_str::<IncomingEvent>(&line).unwrap() {
+                    IncomingEvent::Stats(s) => *stats.lock().unwrap() = s,
+                    IncomingEvent::Connection { kind, local, .. } => {
+                        assert_eq!((kind, local.as_str()), (ConnectionKind::Stream, H2_TO));
+                    }
+                }
+            }
+            if let Some(fd) = fd {
+                let _ = fds.send(fd);
+            }
+        }
+    }
+
+    /// A request to the pod's h2c port; its body is what the returned sender sends.
+    fn request(
+        method: &str,
+        path_query: &str,
+        headers: &[(&str, &str)],
+    ) -> (Request<Chunks>, Frames) {
+        let (tx, body) = chunks();
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("http://{H2_TO}{path_query}"));
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        (b.body(body).unwrap(), tx)
+    }
+
+    /// A GET without a body.
+    fn get(path: &str, headers: &[(&str, &str)]) -> Request<Chunks> {
+        request("GET", path, headers).0
+    }
+
+    async fn send(c: SendRequest<Chunks>, req: Request<Chunks>) -> Response<Incoming> {
+        let mut c = c;
+        tokio::time::timeout(WAIT, async {
+            c.ready().await.unwrap();
+            c.send_request(req).await
+        })
+        .await
+        .expect("a response in time")
+        .expect("a response, not a stream error")
+    }
+
+    /// The status and the side that answered.
+    fn answered(r: &Response<Incoming>) -> (u16, String) {
+        let side = r
+            .headers()
+            .get("x-side")
+            .map(|v| v.to_str().unwrap().to_string());
+        (r.status().as_u16(), side.unwrap_or_default())
+    }
+
+    /// The whole body and the trailers.
+    async fn read_all(resp: Response<Incoming>) -> (Vec<u8>, HeaderMap) {
+        let all = tokio::time::timeout(WAIT, resp.into_body().collect())
+            .await
+            .expect("the body in time")
+            .expect("the whole body");
+        let trailers = all.trailers().cloned().unwrap_or_default();
+        (all.to_bytes().to_vec(), trailers)
+    }
+
+    async fn next(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
+        tokio::time::timeout(WAIT, seen.recv())
+            .await
+            .expect("the server saw the request")
+            .unwrap()
+    }
+
+    fn user_me() -> HttpFilter {
+        HttpFilter {
+            header: Some("^x-user: me$".into()),
+            path: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn streams_of_one_connection_go_to_the_program_and_the_target_concurrently() {
+        let mut h = H2World::start(user_me(), true).await;
+        h.serve_all_pairs();
+        let c = h.client().await;
+        // The program holds its answer until released; the target's answer comes meanwhile.
+        let slow = tokio::spawn(send(c.clone(), get("/slow/a", &[("x-user", "me")])));
+        let fast = send(c.clone(), get("/b", &[("x-user", "you")])).await;
+        assert_eq!(fast.headers()["x-side"], "target");
+        let (_, trailers) = read_all(fast).await;
+        assert_eq!(trailers["x-side"], "target");
+        assert_eq!(next(&mut h.target).await.uri, format!("http://{H2_TO}/b"));
+        assert!(!slow.is_finished(), "the program's stream is still waiting");
+        h.program.gate.notify_one();
+        let slow = slow.await.unwrap();
+        assert_eq!(slow.status(), 200);
+        assert_eq!(slow.headers()["x-side"], "program");
+        let (_, trailers) = read_all(slow).await;
+        assert_eq!(trailers["x-side"], "program");
+        assert_eq!(
+            next(&mut h.program_seen).await.uri,
+            format!("http://{H2_TO}/slow/a")
+        );
+        let stats = h
+            .stats_until(|s| s.requests_matched == 1 && s.requests_passed == 1)
+            .await;
+        assert_eq!(
+            (stats.requests_matched, stats.requests_passed),
+            (1, 1),
+            "{stats:?}"
+        );
+        assert_eq!(stats.connections, 1, "one stream pair: {stats:?}");
+        assert!(stats.bytes_in > 0 && stats.bytes_out > 0, "{stats:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bodies_stream_and_trailers_pass_both_ways_on_both_sides() {
+        let mut h = H2World::start(user_me(), true).await;
+        h.serve_all_pairs();
+        let c = h.client().await;
+        for (user, side) in [("me", "program"), ("you", "target")] {
+            let (req, tx) = request("POST", "/echo", &[("x-user", user)]);
+            let resp = send(c.clone(), req).await;
+            assert_eq!(resp.headers()["x-side"], side);
+            let mut body = resp.into_body();
+            // Each chunk comes back before the next is sent: nothing waits for the whole body.
+            for chunk in ["one", "two"] {
+                tx.send(Ok(Frame::data(Bytes::from(chunk)))).await.unwrap();
+                let mut got = Vec::new();
+                while got.len() < chunk.len() {
+                    let frame = tokio::time::timeout(WAIT, body.frame())
+                        .await
+                        .expect("the echo in time")
+                        .unwrap()
+                        .unwrap();
+                    got.extend_from_slice(&frame.into_data().unwrap());
+                }
+                assert_eq!(got, chunk.as_bytes(), "{side}");
+            }
+            let mut trailers = HeaderMap::new();
+            trailers.insert("x-client-trailer", "t".parse().unwrap());
+            tx.send(Ok(Frame::trailers(trailers))).await.unwrap();
+            drop(tx);
+            let rest = tokio::time::timeout(WAIT, body.collect())
+                .await
+                .unwrap()
+                .unwrap();
+            let trailers = rest.trailers().cloned().unwrap_or_default();
+            assert_eq!(trailers["grpc-status"], "0", "{side}");
+            assert_eq!(trailers["x-side"], side);
+            let seen = match side {
+                "program" => next(&mut h.program_seen).await,
+                _ => next(&mut h.target).await,
+            };
+            assert_eq!(seen.body, b"onetwo", "{side}");
+            assert_eq!(
+                seen.trailers,
+                [("x-client-trailer".to_string(), "t".to_string())]
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_arrive_unchanged_on_either_side() {
+        let mut h = H2World::start(user_me(), true).await;
+        h.serve_all_pairs();
+        let c = h.client().await;
+        // More than a stream's initial window (64 KiB), so flow control runs on every hop.
+        let sent: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        for (user, side) in [("you", "target"), ("me", "program")] {
+            let headers = [
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+                ("x-a", "1"),
+                ("x-a", "2"),
+                ("user-agent", "grpc-test/1.0"),
+                ("x-user", user),
+            ];
+            let (req, tx) = request("POST", "/pkg.Svc/Call?q=1&r=%20", &headers);
+            let expected = pairs(req.headers());
+            let body = sent.clone();
+            let sending = tokio::spawn(async move {
+                for part in body.chunks(16 * 1024) {
+                    tx.send(Ok(Frame::data(Bytes::copy_from_slice(part))))
+                        .await
+                        .unwrap();
+                }
+            });
+            let resp = send(c.clone(), req).await;
+            assert_eq!(resp.headers()["x-side"], side);
+            let (echoed, _) = read_all(resp).await;
+            sending.await.unwrap();
+            assert!(echoed == sent, "{side}: the body comes back whole");
+            let seen = match side {
+                "program" => next(&mut h.program_seen).await,
+                _ => next(&mut h.target).await,
+            };
+            assert_eq!(seen.method, "POST");
+            assert_eq!(seen.uri, format!("http://{H2_TO}/pkg.Svc/Call?q=1&r=%20"));
+            assert_eq!(
+                seen.headers, expected,
+                "{side}: the same header lines, in order"
+            );
+            assert!(seen.body == sent, "{side}: the same body");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_program_that_fails_fails_only_its_stream() {
+        let mut h = H2World::start(
+            HttpFilter {
+                header: None,
+                path: Some("^/local".into()),
+            },
+            true,
+        )
+        .await;
+        let c = h.client().await;
+        let pending = tokio::spawn(send(c.clone(), get("/local/1", &[])));
+        // The program's end of the first stream pair closes at once.
+        drop(
+            tokio::time::timeout(WAIT, h.pairs.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+        let failed = pending.await.unwrap();
+        assert_eq!(failed.status(), 502);
+        assert_eq!(
+            failed.headers()["x-tether"],
+            "the local program did not answer"
+        );
+        // The connection lives on: the target answers, and the program again on a new pair.
+        let other = send(c.clone(), get("/other", &[])).await;
+        assert_eq!(answered(&other), (200, "target".to_string()));
+        let again = tokio::spawn(send(c.clone(), get("/local/2", &[])));
+        h.serve_next_pair().await;
+        let again = again.await.unwrap();
+        assert_eq!(answered(&again), (200, "program".to_string()));
+        let (_, trailers) = read_all(again).await;
+        assert_eq!(trailers["grpc-status"], "0");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connect_is_refused_and_the_connection_goes_on() {
+        let h = H2World::start(user_me(), true).await;
+        let c = h.client().await;
+        let (mut req, tx) = request("CONNECT", "", &[("x-user", "me")]);
+        *req.uri_mut() = H2_TO.parse().unwrap();
+        drop(tx);
+        let refused = send(c.clone(), req).await;
+        assert_eq!(refused.status(), 501);
+        let ok = send(c.clone(), get("/after", &[])).await;
+        assert_eq!(answered(&ok), (200, "target".to_string()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_target_that_fails_fails_only_its_streams() {
+        let mut h = H2World::start(user_me(), false).await;
+        h.serve_all_pairs();
+        let c = h.client().await;
+        let failed = send(c.clone(), get("/x", &[])).await;
+        assert_eq!(failed.status(), 502);
+        assert_eq!(failed.headers()["x-tether"], "the target did not answer");
+        let ok = send(c.clone(), get("/y", &[("x-user", "me")])).await;
+        assert_eq!(answered(&ok), (200, "program".to_string()));
+        let failed = send(c.clone(), get("/z", &[])).await;
+        assert_eq!(
+            failed.status(),
+            502,
+            "the target is tried again, and fails again"
+        );
+    }
 }

@@ -386,17 +386,19 @@ impl JsonSchema for PortMapping {
     }
 }
 
-/// HTTP filter for `steal` mode. With both keys, a request must match both.
+/// HTTP filter for `steal` mode: HTTP/1.x and HTTP/2 with prior knowledge (h2c, as gRPC inside a
+/// cluster). With both keys, a request must match both.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpFilter {
-    /// Regex matched against each header line `Name: value`.
+    /// Regex matched against each header line `Name: value` (in HTTP/2, `:authority` counts as
+    /// `host`).
     #[serde(
         deserialize_with = "crate::de::opt_regex",
         skip_serializing_if = "Option::is_none"
     )]
     pub header: Option<String>,
-    /// Regex matched against the request path (with the query string).
+    /// Regex matched against the request path (with the query string; in HTTP/2, `:path`).
     #[serde(
         deserialize_with = "crate::de::opt_regex",
         skip_serializing_if = "Option::is_none"

@@ -166,6 +166,62 @@ fn a_path_filter_and_non_http_traffic() {
     assert!(pod.echo_connections() >= 1);
 }
 
+/// A child killed (by pid) and reaped on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_header_filter_splits_one_h2c_connection() {
+    let h2c =
+        tether_testkit::programs::h2c_server().expect("the h2c fixture (needs Go 1.24 or later)");
+    let h2c = h2c.to_str().unwrap();
+    let (w, pod, client) = setup(
+        "in-h2c",
+        r#"{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18090, 8080]],
+            "http_filter": {"header": "^x-user: me$"}}}}}"#,
+    );
+    // The pod's own h2c server.
+    let mut cmd = Command::new(h2c);
+    cmd.args(["serve", "pod", "198.18.0.10:8080"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    pod.exec_in_netns(&mut cmd);
+    let mut target = Killed(cmd.spawn().expect("the pod's h2c server"));
+    let mut out = BufReader::new(target.0.stdout.take().unwrap()).lines();
+    let first = out.next().unwrap().unwrap();
+    assert!(first.starts_with("listening"), "{first}");
+    // Keep reading: a closed pipe would end the server at its next line.
+    std::thread::spawn(move || out.for_each(drop));
+    let mut p = Program::start(&w, &pod, &[h2c, "serve", "local", "0.0.0.0:18090"]);
+    p.expect("listening", &w.log());
+    // One connection: mine, theirs, mine again (trailers included).
+    let url = |path: &str| format!("http://198.18.0.10:8080{path}");
+    let mut get = Command::new(h2c);
+    get.arg("get")
+        .args([url("/mine?a=1"), "x-user:me".into()])
+        .arg(url("/theirs"))
+        .args([url("/again"), "x-user:me".into()]);
+    client.exec(&mut get).unwrap();
+    let out = get.output().expect("the h2c client");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "HTTP/2.0 200 local /mine?a=1 HTTP/2.0\ntrailer local reused false\n\
+         HTTP/2.0 200 pod /theirs HTTP/2.0\ntrailer pod reused true\n\
+         HTTP/2.0 200 local /again HTTP/2.0\ntrailer local reused true\n",
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        w.log()
+    );
+    p.expect("request /mine?a=1", &w.log());
+    p.expect("request /again", &w.log());
+}
+
 #[test]
 fn a_busy_local_port_still_gets_the_traffic() {
     let (w, pod, client) = setup(

@@ -49,7 +49,7 @@ pub enum IncomingMode {
     /// (captured from the wire, so the target's traffic never waits for the copy).
     Mirror,
     /// New connections go to the subscriber instead of the target (with an [`HttpFilter`]: only
-    /// the matching HTTP/1.x requests; everything else goes on to the target).
+    /// the matching HTTP/1.x and HTTP/2 (h2c) requests; everything else goes on to the target).
     Steal,
 }
 
@@ -58,10 +58,12 @@ pub enum IncomingMode {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HttpFilter {
     /// A regex matched against each header line as `Name: value`; a line matches when the
-    /// regex matches it with the name as sent or with the name in lower case.
+    /// regex matches it with the name as sent or with the name in lower case. In HTTP/2 (names
+    /// are lower case there) `:authority` is seen as a `host` line when there is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
-    /// A regex matched against the request's path, query string included (the request target).
+    /// A regex matched against the request's path, query string included (the request target;
+    /// in HTTP/2, `:path`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
 }

@@ -18,6 +18,8 @@ use crate::elf;
 const GO_MAIN: &str = include_str!("../fixtures/goprobe/main.go");
 const GO_MOD: &str = include_str!("../fixtures/goprobe/go.mod");
 const C_PROBE: &str = include_str!("../fixtures/cprobe/probe.c");
+const H2C_MAIN: &str = include_str!("../fixtures/h2c/main.go");
+const H2C_MOD: &str = include_str!("../fixtures/h2c/go.mod");
 
 /// The workspace's target directory: `$CARGO_TARGET_DIR`, else `<workspace root>/target`.
 pub fn target_dir() -> PathBuf {
@@ -339,6 +341,33 @@ pub fn go_probe_external() -> Result<PathBuf> {
     P.get_or_init(|| go_probe("goprobe-external", true).map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(|e| anyhow!(e))
+}
+
+/// The h2c server (`fixtures/h2c`, HTTP/2 with prior knowledge, standard library only), static.
+pub fn h2c_server() -> Result<PathBuf> {
+    static P: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    P.get_or_init(|| build_h2c().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn build_h2c() -> Result<PathBuf> {
+    let go = go()?;
+    let version = go_version()?;
+    let key = hash(&[H2C_MAIN.as_bytes(), H2C_MOD.as_bytes(), version.as_bytes()]);
+    cached("h2c", &key, |tmp| {
+        let src = fixtures_dir()?.join(format!("src/h2c-{key}"));
+        fs::create_dir_all(&src)?;
+        fs::write(src.join("main.go"), H2C_MAIN)?;
+        fs::write(src.join("go.mod"), H2C_MOD)?;
+        let mut c = go_command(&go);
+        c.current_dir(&src)
+            .env("CGO_ENABLED", "0")
+            .args(["build", "-buildvcs=false", "-trimpath", "-o"])
+            .arg(tmp)
+            .arg(".");
+        run(&mut c, &format!("{} build (h2c)", go.display()))
+    })
 }
 
 fn cc() -> String {
