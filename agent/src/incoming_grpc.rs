@@ -44,18 +44,6 @@ fn event(e: incoming_event::Event) -> Result<proto::IncomingEvent, Status> {
     Ok(proto::IncomingEvent { event: Some(e) })
 }
 
-fn stats(s: IncomingStats) -> proto::IncomingStats {
-    proto::IncomingStats {
-        connections: s.connections,
-        passed_through: s.passed_through,
-        requests_matched: s.requests_matched,
-        requests_passed: s.requests_passed,
-        bytes_in: s.bytes_in,
-        bytes_out: s.bytes_out,
-        dropped: s.dropped,
-    }
-}
-
 fn kind(k: ConnectionKind) -> proto::ConnectionKind {
     match k {
         ConnectionKind::Socket => proto::ConnectionKind::Socket,
@@ -159,7 +147,7 @@ fn forward(
             let now = sub.stats.snapshot();
             if now != sent {
                 if tx
-                    .blocking_send(event(incoming_event::Event::Stats(stats(now.clone()))))
+                    .blocking_send(event(incoming_event::Event::Stats(now.clone().into())))
                     .is_err()
                 {
                     return;

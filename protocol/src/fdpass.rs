@@ -126,6 +126,21 @@ pub struct IncomingStats {
     pub dropped: u64,
 }
 
+/// The same accounting in the gRPC form (`Subscribe`'s stats events), both ways.
+impl From<IncomingStats> for crate::agent::IncomingStats {
+    fn from(s: IncomingStats) -> Self {
+        let IncomingStats { connections, passed_through, requests_matched, requests_passed, bytes_in, bytes_out, dropped } = s;
+        crate::agent::IncomingStats { connections, passed_through, requests_matched, requests_passed, bytes_in, bytes_out, dropped }
+    }
+}
+
+impl From<crate::agent::IncomingStats> for IncomingStats {
+    fn from(s: crate::agent::IncomingStats) -> Self {
+        let crate::agent::IncomingStats { connections, passed_through, requests_matched, requests_passed, bytes_in, bytes_out, dropped } = s;
+        IncomingStats { connections, passed_through, requests_matched, requests_passed, bytes_in, bytes_out, dropped }
+    }
+}
+
 /// The answer to an [`FdRequest`]; `has_fd` says whether a descriptor came with it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FdReply {

@@ -16,7 +16,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use tether_protocol::agent::{self as proto, incoming_client, incoming_event, incoming_server};
-use tether_protocol::fdpass::{self, ConnectionKind, IncomingEvent, IncomingStats};
+use tether_protocol::fdpass::{self, ConnectionKind, IncomingEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
@@ -98,7 +98,7 @@ async fn forward(client: Client, mut events: Streaming<proto::IncomingEvent>, ou
         };
         let sent = match event {
             incoming_event::Event::Connection(c) => announce(&client, &ours, c).await,
-            incoming_event::Event::Stats(s) => send(&ours, &IncomingEvent::Stats(stats(s)), None).await,
+            incoming_event::Event::Stats(s) => send(&ours, &IncomingEvent::Stats(s.into()), None).await,
             incoming_event::Event::Result(_) => Ok(()),
         };
         if let Err(e) = sent {
@@ -187,18 +187,6 @@ async fn relay(mut client: Client, id: u64, near: UnixStream) {
         let _ = w.shutdown().await;
     };
     tokio::join!(to_agent, to_program);
-}
-
-fn stats(s: proto::IncomingStats) -> IncomingStats {
-    IncomingStats {
-        connections: s.connections,
-        passed_through: s.passed_through,
-        requests_matched: s.requests_matched,
-        requests_passed: s.requests_passed,
-        bytes_in: s.bytes_in,
-        bytes_out: s.bytes_out,
-        dropped: s.dropped,
-    }
 }
 
 fn status(s: tonic::Status) -> io::Error {
