@@ -78,7 +78,6 @@ const MAX_FACADE: usize = 16 * 1024;
 const MONITOR_PERIOD: Duration = Duration::from_millis(250);
 
 /// What the session status shows about incoming traffic.
-#[allow(dead_code)]
 #[derive(Clone, Debug, Default, serde::Serialize, PartialEq, Eq)]
 pub struct IncomingSnapshot {
     /// Target ports subscribed now.
@@ -202,8 +201,7 @@ impl Incoming {
         }
     }
 
-    /// For the session's status (not shown by `session.rs` yet).
-    #[allow(dead_code)]
+    /// For the session's status (`session.rs` counts its connections and bytes).
     pub fn snapshot(&self) -> IncomingSnapshot {
         let inner = self.inner.lock().unwrap();
         let mut ports: Vec<u16> = inner.subs.keys().copied().collect();
