@@ -181,3 +181,44 @@ pub fn owner() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     format!("{}/{}", host.trim(), std::process::id())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kubeconfig(context: &str, server: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: {context}\n\
+             clusters: [{{name: {context}, cluster: {{server: \"{server}\"}}}}]\n\
+             contexts: [{{name: {context}, context: {{cluster: {context}, user: u, namespace: ns-{context}}}}}]\n\
+             users: [{{name: u, user: {{}}}}]\n"
+        )
+    }
+
+    #[tokio::test]
+    async fn a_source_reads_its_own_files_and_context() {
+        let dir = std::env::temp_dir().join(format!("tether-kube-source-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        std::fs::write(&a, kubeconfig("dev", "http://127.0.0.1:1")).unwrap();
+        std::fs::write(&b, kubeconfig("prod", "http://127.0.0.1:2")).unwrap();
+        let list = std::env::join_paths([&a, &b]).unwrap().into_string().unwrap();
+        let dev = Source { kubeconfig: Some(list.clone()), context: None };
+        assert_eq!(dev.paths(), [a.clone(), b.clone()]);
+        assert!(dev.present());
+
+        // The files merge (the first one's current context wins); a context picks another.
+        assert_eq!(cluster(&dev).await.unwrap().namespace, "ns-dev");
+        let prod = Source { kubeconfig: Some(list.clone()), context: Some("prod".into()) };
+        assert_ne!(dev.key(), prod.key());
+        assert_eq!(cluster(&prod).await.unwrap().namespace, "ns-prod");
+        let err = cluster(&Source { kubeconfig: Some(list), context: Some("stage".into()) }).await.err().unwrap();
+        assert!(err.to_string().contains("no context `stage`") && err.to_string().contains("dev, prod"), "{err}");
+
+        let missing = Source { kubeconfig: Some(dir.join("nope").display().to_string()), context: None };
+        assert!(!missing.present());
+        let err = cluster(&missing).await.err().unwrap();
+        assert!(err.to_string().contains("does not exist") && err.to_string().contains("KUBECONFIG"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
