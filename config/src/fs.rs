@@ -26,6 +26,12 @@
 //!    that lead to the project and home directories (`/opt` and `/opt/work` for a project in
 //!    `/opt/work/app`) are local too, exactly those paths and not what else they hold: runtimes
 //!    resolve a program's real path one component at a time.
+//! 6b. The installations of the programs the session runs, learned as they start
+//!    ([`PathRules::add_program`]): `/opt/conda` for `/opt/conda/bin/python` (the directory of
+//!    the executable, or the one above a `bin`, `sbin` or `libexec`), so that a runtime installed
+//!    outside the system directories finds its own libraries and modules on this machine. A
+//!    directory right under `/` (`/app` for `/app/bin/server`) is never one: it is too likely
+//!    to be the target's.
 //! 7. Everything else (`/app/config.txt`, `/var/run/secrets/...`, `/data`) follows the mode:
 //!    - `read` (default): remote, read-only. A **write** access (`O_WRONLY`, `O_RDWR`,
 //!      `O_CREAT`, `O_TRUNC`) goes to the local file instead: the target is never changed, and
@@ -39,7 +45,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use regex::{Regex, RegexSet};
 
@@ -156,6 +162,14 @@ struct Prefix {
     rule: Arc<str>,
 }
 
+/// An installation of step 6b, and the rule for the directories leading to it.
+#[derive(Debug)]
+struct Program {
+    path: String,
+    rule: Arc<str>,
+    leads_to: Arc<str>,
+}
+
 /// The compiled path rules of one config.
 #[derive(Debug)]
 pub struct PathRules {
@@ -167,6 +181,8 @@ pub struct PathRules {
     local_dirs: Vec<Prefix>,
     /// The directories leading to the project and home directories (exact paths).
     ancestors: Vec<Prefix>,
+    /// The installations of programs the session runs (step 6b), added as they start.
+    programs: RwLock<Vec<Program>>,
     etc: Prefix,
     relative: Arc<str>,
     root: Arc<str>,
@@ -309,6 +325,7 @@ impl PathRules {
             hidden,
             local_dirs,
             ancestors,
+            programs: RwLock::default(),
             etc: Prefix {
                 path: "/etc".into(),
                 rule: "built-in: system directory /etc stays local (but for resolv.conf, hosts, hostname)".into(),
@@ -369,11 +386,42 @@ impl PathRules {
         if let Some(p) = self.ancestors.iter().find(|p| p.path == path) {
             return d(Route::Local, &p.rule);
         }
+        {
+            let programs = self.programs.read().unwrap();
+            if let Some(p) = programs.iter().find(|p| under(path, &p.path)) {
+                return d(Route::Local, &p.rule);
+            }
+            // `/opt` for `/opt/conda`: runtimes resolve their real path one component at a time.
+            if let Some(p) = programs.iter().find(|p| under(&p.path, path)) {
+                return d(Route::Local, &p.leads_to);
+            }
+        }
         match self.mode {
             FsMode::Read => remote_ro(access, &self.fallback_read, &self.fallback_write),
             FsMode::Write => d(Route::Remote { writable: true }, &self.fallback_read),
             FsMode::LocalWithOverrides | FsMode::Local => d(Route::Local, &self.fallback_read),
         }
+    }
+
+    /// A program of the session started from `exe` (its real path): its installation stays
+    /// local from now on (step 6b). Answers the directory when it is a new one.
+    pub fn add_program(&self, exe: &str) -> Option<String> {
+        let dir = installation(exe)?;
+        if self.programs.read().unwrap().iter().any(|p| under(&dir, &p.path)) {
+            return None;
+        }
+        // Already local (a system directory, the project, home): nothing to learn.
+        if matches!(self.decide(&format!("{dir}/"), Access::Read).route, Route::Local) {
+            return None;
+        }
+        let mut programs = self.programs.write().unwrap();
+        if programs.len() >= MAX_PROGRAMS {
+            return None;
+        }
+        let rule = format!("built-in: {dir} is the installation of {exe}, which this session runs, and stays local");
+        let leads_to = format!("built-in: leads to {dir}, the installation of {exe}, and stays local");
+        programs.push(Program { path: dir.clone(), rule: rule.into(), leads_to: leads_to.into() });
+        Some(dir)
     }
 
     /// One line for `tether explain-path`: the decision for reading, and for writing when it
@@ -390,6 +438,22 @@ impl PathRules {
         }
         line
     }
+}
+
+/// Installations remembered per session at the most.
+const MAX_PROGRAMS: usize = 64;
+
+/// The installation directory of an executable (step 6b), if it has one that may stay local.
+fn installation(exe: &str) -> Option<String> {
+    let (mut dir, _) = exe.rsplit_once('/')?;
+    if let Some((parent, name)) = dir.rsplit_once('/')
+        && matches!(name, "bin" | "sbin" | "libexec")
+    {
+        dir = parent;
+    }
+    // At least two components: `/opt/conda`, never `/app` or `/`.
+    let depth = dir.split('/').filter(|c| !c.is_empty()).count();
+    (dir.starts_with('/') && depth >= 2).then(|| dir.to_string())
 }
 
 /// `dir` as a prefix string: absolute, without a trailing slash, and not `/` itself (a home or
@@ -690,12 +754,6 @@ mod tests {
                 .contains(": not found (built-in: credentials")
         );
     }
-}
-
-#[cfg(test)]
-mod ancestor_tests {
-    use super::*;
-    use crate::model::FsConfig;
 
     #[test]
     fn the_directories_leading_to_the_project_are_local_but_not_their_other_content() {
@@ -707,5 +765,39 @@ mod ancestor_tests {
         assert!(r.decide("/opt", Access::Read).rule.contains("leads to /opt/work/app"));
         assert_eq!(r.decide("/opt/other", Access::Read).route, Route::Remote { writable: false });
         assert_eq!(r.decide("/opt/work/other", Access::Read).route, Route::Remote { writable: false });
+    }
+
+    #[test]
+    fn installations_are_the_directory_above_bin_and_never_a_top_level_one() {
+        assert_eq!(installation("/opt/conda/bin/python3.11").as_deref(), Some("/opt/conda"));
+        assert_eq!(installation("/opt/jdk-21/libexec/java").as_deref(), Some("/opt/jdk-21"));
+        assert_eq!(installation("/opt/tool/server").as_deref(), Some("/opt/tool"));
+        assert_eq!(installation("/srv/build/out/probe").as_deref(), Some("/srv/build/out"));
+        assert_eq!(installation("/app/bin/server"), None, "/app is too likely the target's");
+        assert_eq!(installation("/app/server"), None);
+        assert_eq!(installation("/bin/sh"), None);
+        assert_eq!(installation("relative/bin/x"), None);
+    }
+
+    #[test]
+    fn a_program_outside_the_system_directories_keeps_its_installation_local() {
+        let r = rules(FsConfig::default());
+        let lib = "/opt/conda/lib/libpython3.11.so.1.0";
+        assert_eq!(r.decide(lib, Access::Read).route, Route::Remote { writable: false });
+        assert_eq!(r.add_program("/opt/conda/bin/python3.11").as_deref(), Some("/opt/conda"));
+        assert_eq!(r.add_program("/opt/conda/bin/pip"), None, "known already");
+        assert_eq!(r.add_program("/usr/bin/python3"), None, "a system directory is local anyway");
+        let d = r.decide(lib, Access::Read);
+        assert_eq!(d.route, Route::Local);
+        assert!(d.rule.contains("installation of /opt/conda/bin/python3.11"), "{}", d.rule);
+        assert_eq!(r.decide("/opt", Access::Read).route, Route::Local, "leads to it");
+        assert_eq!(r.decide("/opt/other/x", Access::Read).route, Route::Remote { writable: false });
+        assert_eq!(r.decide("/app/config.txt", Access::Read).route, Route::Remote { writable: false });
+
+        // The user's lists still decide first.
+        let r = rules(FsConfig { read_only: RegexList::from_iter(["^/opt/conda/etc/"]), ..FsConfig::default() });
+        r.add_program("/opt/conda/bin/python3.11");
+        assert_eq!(r.decide("/opt/conda/etc/app.yaml", Access::Read).route, Route::Remote { writable: false });
+        assert_eq!(r.decide("/opt/conda/lib/x.so", Access::Read).route, Route::Local);
     }
 }

@@ -168,3 +168,47 @@ fn write_mode_writes_through_before_the_program_sees_success() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(pod_file("app/out.txt"), "hello worldappended\n");
 }
+
+/// A program installed outside the system directories (`PREFIX/bin/app`, its library in
+/// `PREFIX/lib`, its data in `PREFIX/share`) starts and finds its own files on this machine,
+/// while the pod's files still come from the pod.
+#[test]
+fn a_program_installed_outside_the_system_directories_finds_its_own_files() {
+    let prefix = std::path::PathBuf::from(format!("/var/lib/tether-e2e-install-{}", std::process::id()));
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _remove = Remove(prefix.clone());
+    for d in ["bin", "lib", "share", "src"] {
+        std::fs::create_dir_all(prefix.join(d)).unwrap();
+    }
+    std::fs::write(prefix.join("share/greeting.txt"), "hello from the installation\n").unwrap();
+    std::fs::write(prefix.join("src/greet.c"), "const char *greet(void) { return \"library loaded\"; }\n").unwrap();
+    std::fs::write(
+        prefix.join("src/app.c"),
+        format!(
+            "#include <stdio.h>\nconst char *greet(void);\n\
+             static void cat(const char *p) {{ char b[256]; FILE *f = fopen(p, \"r\"); \
+             if (!f) {{ perror(p); return; }} while (fgets(b, sizeof b, f)) fputs(b, stdout); fclose(f); }}\n\
+             int main(void) {{ puts(greet()); cat(\"{}/share/greeting.txt\"); cat(\"/app/config.txt\"); return 0; }}\n",
+            prefix.display()
+        ),
+    )
+    .unwrap();
+    let gcc = |args: &[&str]| {
+        let out = std::process::Command::new("gcc").args(args).current_dir(&prefix).output().unwrap();
+        assert!(out.status.success(), "gcc {args:?}: {}", text(&out));
+    };
+    gcc(&["-shared", "-fPIC", "-o", "lib/libgreet.so", "src/greet.c"]);
+    gcc(&["-o", "bin/app", "src/app.c", "-Llib", "-lgreet", "-Wl,-rpath,$ORIGIN/../lib"]);
+
+    let w = World::new();
+    let pod = pod("installed");
+    let app = prefix.join("bin/app");
+    let out = w.exec(&pod, &[], &[app.to_str().unwrap()]);
+    expect_all(&out, &["library loaded", "hello from the installation", POD_FILE_TEXT.trim()]);
+    assert!(w.log().contains("is the installation of a program of the session"), "{}", w.log());
+}

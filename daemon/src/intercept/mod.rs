@@ -177,11 +177,15 @@ pub fn serve(listener: Listener, scope: Arc<Scope>) {
     tracing::debug!(session = %scope.session, "listener has no process left");
 }
 
-/// Records a newly seen process; answers whether its program is skipped.
+/// Records a newly seen process; answers whether its program is skipped. A program installed
+/// outside the local directories makes its installation local (`PathRules::add_program`).
 fn note_process(scope: &Scope, tid: u32) -> bool {
     let exe = proc::readlink(&format!("/proc/{tid}/exe")).unwrap_or_default();
     let name = exe.rsplit('/').next().unwrap_or("");
     let skipped = !name.is_empty() && (scope.skip)(name);
+    if !skipped && let Some(dir) = scope.paths.add_program(&exe) {
+        tracing::info!(session = %scope.session, %exe, "{dir} is the installation of a program of the session: it stays local");
+    }
     let pid = proc::tgid(tid).unwrap_or(tid);
     let since = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut procs = scope.stats.processes.lock().unwrap();
