@@ -3,7 +3,8 @@
 //! `tether agents`.
 //!
 //! - [`cluster`]: a client for a [`Source`] (a kubeconfig and a context), cached per source so
-//!   that a second `tether exec` pays nothing for it.
+//!   that a second `tether exec` pays nothing for it; `client` builds its HTTP stack with
+//!   `TCP_NODELAY` (every remote call of a session crosses the port-forward).
 //! - [`resolve`]: `pod/NAME`, `deployment/NAME`, `statefulset/NAME` (optionally
 //!   `/container/NAME`) to one running, ready pod and one container, sidecars skipped.
 //! - [`spec`]: what the daemon creates: an ephemeral container (default), a node Job
