@@ -36,13 +36,17 @@
 //! (after re-checking the notification), and `getpeername`/`getsockname` on the pumped sockets
 //! are answered with the client's and the target's addresses.
 //!
-//! A blocking `accept` with nothing queued waits in the daemon (on the runtime's blocking
-//! pool), never on the supervisor thread. The trapped thread cannot take signals while it waits
-//! (`SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV`), so every 100 ms the daemon looks for a pending,
+//! A blocking `accept` with nothing queued waits in the daemon, never on the supervisor thread:
+//! it joins the listener's waiters, and one watcher thread per listener (running while calls
+//! wait, ended after a period without any) polls the listener for the dummies and local
+//! clients that come for them. The trapped thread cannot take signals while it waits
+//! (`SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV`), so every 100 ms the watcher looks for a pending,
 //! unblocked signal and then answers `-ERESTARTSYS`: the kernel runs the handler and restarts or
 //! fails the call (`EINTR`) exactly as it would have (Ctrl-C in a Python server works).
+//! A dummy for a stolen socket is closed with a reset once swapped (no `TIME_WAIT` left behind).
 //!
-//! **Stopping.** The daemon keeps no descriptor of a listener. A monitor thread (while any
+//! **Stopping.** The daemon keeps no descriptor of a listener (but the watcher's, while calls
+//! wait on it and for at most a period after the last one). A monitor thread (while any
 //! listener is registered) reads the namespace's listening sockets from `/proc/self/net/tcp{,6}`
 //! every 250 ms; a listener whose socket inode is gone (closed by the program, or the program
 //! exited) is retired, and when a target port has no listener left its subscription connection
@@ -60,7 +64,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tether_config::{IncomingConfig, IncomingMode};
 use tether_protocol::fdpass::{self, ConnectionKind, IncomingEvent, IncomingStats};
@@ -76,6 +80,8 @@ const MAX_PENDING: usize = 1024;
 /// Sockets whose addresses are rewritten, remembered at most.
 const MAX_FACADE: usize = 16 * 1024;
 const MONITOR_PERIOD: Duration = Duration::from_millis(250);
+/// How often waiting `accept` calls are checked for a pending signal.
+const SIGNAL_PERIOD: Duration = Duration::from_millis(100);
 
 /// What the session status shows about incoming traffic.
 #[allow(dead_code)]
@@ -101,21 +107,30 @@ struct Listen {
     remote: u16,
     /// Serialises "poll, then accept" on the listener, so the daemon never blocks in `accept`.
     accepting: Mutex<()>,
-    /// The program's blocking `accept` calls on this listener that wait in the daemon: a stolen
-    /// socket goes straight to the first of them (no dummy connection, no wake-up in between).
-    waiters: Mutex<VecDeque<Waiter>>,
+    /// The program's blocking `accept` calls on this listener that wait in the daemon.
+    waiters: Mutex<Waiters>,
+    /// An eventfd that wakes a parked watcher ([`Waiters::parked`]).
+    wake: OwnedFd,
 }
 
-/// A blocking `accept` waiting in the daemon ([`Call::accept_wait`]).
+/// The blocking `accept` calls waiting in the daemon on one listener, and its watcher.
+#[derive(Default)]
+struct Waiters {
+    /// Oldest first: a stolen socket goes straight to the first (no dummy, no wake-up between).
+    queue: VecDeque<Waiter>,
+    /// The watcher thread runs ([`watch`]); it holds a duplicate of the listener meanwhile.
+    watching: bool,
+    /// A call started waiting since the watcher's last round of signal checks.
+    arrived: bool,
+    /// The watcher waits for `Listen::wake`, not for the listener (readable, but no call waits).
+    parked: bool,
+}
+
+/// A blocking `accept` waiting in the daemon.
 struct Waiter {
-    token: u64,
     call: Call,
     flags: i32,
-    /// An eventfd the waiting thread polls: written when a delivery answered the call.
-    wake: Arc<OwnedFd>,
 }
-
-static NEXT_WAITER: AtomicU64 = AtomicU64::new(1);
 
 /// A connection delivered to a listener, waiting for the program's `accept`.
 struct Pending {
@@ -424,17 +439,18 @@ impl Incoming {
                 mode: kind,
             },
         );
-        if let Err(e) = dummy.connect_timeout(&listen.connect_to.into(), Duration::from_secs(2)) {
+        if let Err(e) = connect_dummy(&dummy, listen.connect_to) {
             self.pending.lock().unwrap().remove(&key);
             tracing::warn!(to = %listen.connect_to, err = %e, "cannot reach the program's listener");
             return;
         }
-        let dummy: std::net::TcpStream = dummy.into();
         match kind {
             ConnectionKind::Socket => {
+                // Only a wake-up: closed with a reset, it leaves no TIME_WAIT socket behind.
+                let _ = dummy.set_linger(Some(Duration::ZERO));
                 self.stolen.fetch_add(1, Relaxed);
                 if let Some(p) = self.pending.lock().unwrap().get_mut(&key) {
-                    p._dummy = Some(dummy);
+                    p._dummy = Some(dummy.into());
                 }
             }
             ConnectionKind::Stream | ConnectionKind::Mirror => {
@@ -445,7 +461,7 @@ impl Incoming {
                     self.filtered.fetch_add(1, Relaxed);
                 }
                 if let Some(fd) = stream {
-                    pump(rt, UnixStream::from(fd), dummy, mirror);
+                    pump(rt, UnixStream::from(fd), dummy.into(), mirror);
                 }
             }
         }
@@ -519,19 +535,16 @@ impl Incoming {
         mut sock: OwnedFd,
     ) -> Result<(), OwnedFd> {
         loop {
-            let Some(w) = listen.waiters.lock().unwrap().pop_front() else {
+            let Some(w) = listen.waiters.lock().unwrap().queue.pop_front() else {
                 return Err(sock);
             };
             let v6_family = tcp_family(sock.as_raw_fd()).unwrap_or(listen.v6) || listen.v6;
-            let r = w.call.give(sock, peer, v6_family, w.flags);
-            // The waiting thread is done either way (its call is answered, or gone).
-            let one: u64 = 1;
-            unsafe { libc::write(w.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
-            match r {
+            match w.call.give(sock, peer, v6_family, w.flags) {
                 Ok(()) => {
                     self.stolen.fetch_add(1, Relaxed);
                     return Ok(());
                 }
+                // That call is gone (or could not take it): the next one, or a dummy.
                 Err(back) => sock = back,
             }
         }
@@ -542,7 +555,7 @@ impl Incoming {
     }
 }
 
-/// A socket bound to the loopback of `to`'s family, not connected yet.
+/// A non-blocking socket bound to the loopback of `to`'s family, not connected yet.
 fn dummy_socket(to: SocketAddr) -> io::Result<socket2::Socket> {
     let (domain, from): (socket2::Domain, SocketAddr) = if to.is_ipv6() {
         (
@@ -555,7 +568,7 @@ fn dummy_socket(to: SocketAddr) -> io::Result<socket2::Socket> {
             SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0),
         )
     };
-    let s = socket2::Socket::new(domain, socket2::Type::STREAM.cloexec(), None)?;
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM.cloexec().nonblocking(), None)?;
     s.set_tcp_nodelay(true)?;
     // A dummy to a non-loopback address of this host goes from that address's side; binding to
     // loopback would make the kernel refuse to route it, so only pin loopback targets.
@@ -565,6 +578,29 @@ fn dummy_socket(to: SocketAddr) -> io::Result<socket2::Socket> {
         s.bind(&SocketAddr::new(to.ip(), 0).into())?;
     }
     Ok(s)
+}
+
+/// Connects a [`dummy_socket`] to the program's listener, waiting up to 2 s (a full backlog).
+fn connect_dummy(dummy: &socket2::Socket, to: SocketAddr) -> io::Result<()> {
+    match dummy.connect(&to.into()) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let mut pfd = libc::pollfd {
+        fd: dummy.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    match unsafe { libc::poll(&mut pfd, 1, 2000) } {
+        0 => return Err(io::ErrorKind::TimedOut.into()),
+        r if r < 0 => return Err(io::Error::last_os_error()),
+        _ => {}
+    }
+    match dummy.take_error()? {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Moves a filtered or mirrored connection between the agent's stream and the dummy.
@@ -618,6 +654,14 @@ fn listening_inodes() -> Option<std::collections::HashSet<u64>> {
         }
     }
     any.then_some(out)
+}
+
+fn eventfd() -> io::Result<OwnedFd> {
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> Option<i32> {
@@ -920,6 +964,7 @@ impl Call {
             remote,
             accepting: Mutex::new(()),
             waiters: Mutex::default(),
+            wake: eventfd().map_err(|e| format!("creating an eventfd for the listener: {e}"))?,
         };
         inc.register(&self.scope, listen)
             .map_err(|e| format!("subscribing to the target's port {remote}: {e}"))?;
@@ -967,54 +1012,36 @@ impl Call {
             Ok(Some((conn, peer))) => self.accepted(&inc, &listen, conn, peer, flags),
             Ok(None) if nonblocking => self.answer(Answer::Errno(libc::EAGAIN)),
             Ok(None) => {
-                let rt = self.scope.rt.clone();
-                let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-                if efd < 0 {
-                    rt.spawn_blocking(move || self.accept_wait_polling(inc, listen, dup, flags));
-                    return;
+                // Waiting from now on: a stolen socket that arrives is given straight away; the
+                // watcher serves the rest (dummies, local clients, signals).
+                let mut ws = listen.waiters.lock().unwrap();
+                ws.queue.push_back(Waiter { call: self, flags });
+                ws.arrived = true;
+                if ws.watching {
+                    if ws.parked {
+                        ws.parked = false;
+                        let one: u64 = 1;
+                        unsafe { libc::write(listen.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+                    }
+                    return; // it polls this listener already
                 }
-                // Waiting from now on (not only once the blocking thread runs): a stolen socket
-                // that arrives meanwhile is given straight away.
-                let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(efd) });
-                let token = NEXT_WAITER.fetch_add(1, Relaxed);
-                listen.waiters.lock().unwrap().push_back(Waiter {
-                    token,
-                    call: self,
-                    flags,
-                    wake: wake.clone(),
-                });
-                rt.spawn_blocking(move || accept_wait(inc, listen, dup, flags, token, wake));
+                ws.watching = true;
+                drop(ws);
+                let name = format!("accept-{}", listen.remote);
+                let l = listen.clone();
+                if let Err(e) = std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || watch(inc, l, dup))
+                {
+                    let mut ws = listen.waiters.lock().unwrap();
+                    ws.watching = false;
+                    let errno = e.raw_os_error().unwrap_or(libc::EAGAIN);
+                    for w in ws.queue.drain(..) {
+                        w.call.answer(Answer::Errno(errno));
+                    }
+                }
             }
             Err(e) => self.answer(Answer::Errno(e.raw_os_error().unwrap_or(libc::EIO))),
-        }
-    }
-
-    /// [`accept_wait`] without an eventfd: polls the listener only (dummies wake it).
-    fn accept_wait_polling(
-        self,
-        inc: Arc<Incoming>,
-        listen: Arc<Listen>,
-        dup: OwnedFd,
-        flags: i32,
-    ) {
-        loop {
-            let mut pfd = libc::pollfd {
-                fd: dup.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            unsafe { libc::poll(&mut pfd, 1, 100) };
-            if !self.listener.is_valid(self.n.id) {
-                return; // the caller is gone: nothing to answer
-            }
-            match accept_now(&listen, &dup) {
-                Ok(Some((conn, peer))) => return self.accepted(&inc, &listen, conn, peer, flags),
-                Ok(None) => {}
-                Err(e) => return self.answer(Answer::Errno(e.raw_os_error().unwrap_or(libc::EIO))),
-            }
-            if signal_pending(self.n.tid) {
-                return self.answer(Answer::Errno(ERESTARTSYS));
-            }
         }
     }
 
@@ -1152,59 +1179,77 @@ impl Call {
     }
 }
 
-/// A blocking `accept` with an empty queue, registered in `listen.waiters` already: wait here,
-/// answering signals as the kernel would. A delivery may take the call from the list and answer
-/// it (then the eventfd `wake` ends the wait).
-fn accept_wait(
-    inc: Arc<Incoming>,
-    listen: Arc<Listen>,
-    dup: OwnedFd,
-    flags: i32,
-    token: u64,
-    wake: Arc<OwnedFd>,
-) {
+/// Serves the blocking `accept` calls waiting on a listener (`dup` is a duplicate of it): gives
+/// them what its queue holds (dummies, local clients) and answers a pending signal with
+/// `-ERESTARTSYS`, as the kernel would. Stolen sockets reach the waiters without it
+/// ([`Incoming::give_to_waiter`]). While the listener is readable and no call waits, it parks
+/// on `listen.wake` instead. It ends, closing `dup`, once no call waited for a whole period, so
+/// that the daemon never keeps a closed listener alive for long.
+fn watch(inc: Arc<Incoming>, listen: Arc<Listen>, dup: OwnedFd) {
+    let mut next_check = Instant::now() + SIGNAL_PERIOD;
     loop {
-        let mut pfd = [
-            libc::pollfd {
-                fd: dup.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: wake.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        unsafe { libc::poll(pfd.as_mut_ptr(), 2, 100) };
-        // Out of the list again, unless a delivery took the call (and answered it).
-        let me = {
-            let mut ws = listen.waiters.lock().unwrap();
-            ws.iter()
-                .position(|w| w.token == token)
-                .and_then(|i| ws.remove(i))
-        };
-        let Some(me) = me else { return };
-        let call = me.call;
-        if !call.listener.is_valid(call.n.id) {
-            return; // the caller is gone: nothing to answer
-        }
-        match accept_now(&listen, &dup) {
-            Ok(Some((conn, peer))) => return call.accepted(&inc, &listen, conn, peer, flags),
-            Ok(None) => {}
-            Err(e) => return call.answer(Answer::Errno(e.raw_os_error().unwrap_or(libc::EIO))),
-        }
-        if signal_pending(call.n.tid) {
-            return call.answer(Answer::Errno(ERESTARTSYS));
-        }
-        // Waiting again; a delivery made while the call was out of the list came with a
-        // dummy, so the listener is readable and the next poll returns at once.
-        listen.waiters.lock().unwrap().push_back(Waiter {
-            token,
-            call,
-            flags,
-            wake: wake.clone(),
+        let left = next_check.saturating_duration_since(Instant::now());
+        let parked = listen.waiters.lock().unwrap().parked;
+        let mut pfd = [libc::POLLIN, libc::POLLIN].map(|events| libc::pollfd {
+            fd: -1,
+            events,
+            revents: 0,
         });
+        pfd[0].fd = listen.wake.as_raw_fd();
+        if !parked {
+            pfd[1].fd = dup.as_raw_fd();
+        }
+        unsafe { libc::poll(pfd.as_mut_ptr(), 2, left.as_millis() as i32) };
+        if pfd[0].revents & libc::POLLIN != 0 {
+            let mut n = 0u64;
+            unsafe { libc::read(listen.wake.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+        }
+        let readable = pfd[1].revents & libc::POLLIN != 0;
+        // One call at a time, out of the list while it is served; a delivery meanwhile comes
+        // with a dummy, so the listener is readable again at the next poll.
+        loop {
+            let w = {
+                let mut ws = listen.waiters.lock().unwrap();
+                let w = ws.queue.pop_front();
+                if w.is_none() && readable {
+                    ws.parked = true; // until a call waits (the program accepts it otherwise)
+                }
+                w
+            };
+            let Some(w) = w else { break };
+            if !w.call.listener.is_valid(w.call.n.id) {
+                continue; // the caller is gone: nothing to answer
+            }
+            match accept_now(&listen, &dup) {
+                Ok(Some((conn, peer))) => w.call.accepted(&inc, &listen, conn, peer, w.flags),
+                Ok(None) => {
+                    listen.waiters.lock().unwrap().queue.push_front(w);
+                    break;
+                }
+                Err(e) => w.call.answer(Answer::Errno(e.raw_os_error().unwrap_or(libc::EIO))),
+            }
+        }
+        if Instant::now() < next_check {
+            continue;
+        }
+        next_check = Instant::now() + SIGNAL_PERIOD;
+        let mut ws = listen.waiters.lock().unwrap();
+        ws.queue.retain(|w| {
+            if !w.call.listener.is_valid(w.call.n.id) {
+                return false;
+            }
+            if signal_pending(w.call.n.tid) {
+                w.call.answer(Answer::Errno(ERESTARTSYS));
+                return false;
+            }
+            true
+        });
+        if ws.queue.is_empty() && !ws.arrived {
+            ws.watching = false;
+            ws.parked = false;
+            return;
+        }
+        ws.arrived = false;
     }
 }
 
