@@ -31,7 +31,10 @@
 //! A stolen socket skips the dummy when a blocking `accept` of the program already waits in the
 //! daemon on that listener (`Listen::waiters`): the socket is that call's result at once, from
 //! the thread that received it; the dummy only matters for `epoll`/`poll`/`select` waiters and
-//! for `accept` calls that come later.
+//! for `accept` calls that come later. When no call waits but the program's recent `accept`
+//! calls did wait (a blocking accept loop, between two calls), the socket is kept for up to
+//! 1 ms for the next `accept` (`Waiters::ready`), and only then goes the dummy route: a
+//! program that polls after all sees the connection 1 ms late.
 //! `SOCK_NONBLOCK`/`SOCK_CLOEXEC` are honoured, the real peer is written to `addr`/`addrlen`
 //! (after re-checking the notification), and `getpeername`/`getsockname` on the pumped sockets
 //! are answered with the client's and the target's addresses.
@@ -82,6 +85,9 @@ const MAX_FACADE: usize = 16 * 1024;
 const MONITOR_PERIOD: Duration = Duration::from_millis(250);
 /// How often waiting `accept` calls are checked for a pending signal.
 const SIGNAL_PERIOD: Duration = Duration::from_millis(100);
+/// How long a stolen socket waits for the next blocking `accept` before a dummy wakes the
+/// listener ([`Waiters::ready`]).
+const READY_GRACE: Duration = Duration::from_millis(1);
 
 /// What the session status shows about incoming traffic.
 #[allow(dead_code)]
@@ -111,6 +117,35 @@ struct Listen {
     waiters: Mutex<Waiters>,
     /// An eventfd that wakes a parked watcher ([`Waiters::parked`]).
     wake: OwnedFd,
+    /// A timerfd the watcher polls, armed while [`Waiters::ready`] holds a socket.
+    timer: OwnedFd,
+}
+
+impl Listen {
+    fn wake_watcher(&self) {
+        let one: u64 = 1;
+        unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// The oldest socket of `ws.ready` (`ws` is this listener's, locked).
+    fn take_ready(&self, ws: &mut Waiters) -> Option<Ready> {
+        let r = ws.ready.pop_front()?;
+        if ws.ready.is_empty() {
+            self.set_timer(None); // spares the watcher a wake-up
+        }
+        Some(r)
+    }
+
+    /// Makes the timer expire in `after` (at once for zero), or never (`None`).
+    fn set_timer(&self, after: Option<Duration>) {
+        let mut spec: libc::itimerspec = unsafe { std::mem::zeroed() };
+        if let Some(d) = after {
+            let d = d.max(Duration::from_nanos(1));
+            spec.it_value.tv_sec = d.as_secs() as libc::time_t;
+            spec.it_value.tv_nsec = d.subsec_nanos() as libc::c_long;
+        }
+        unsafe { libc::timerfd_settime(self.timer.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+    }
 }
 
 /// The blocking `accept` calls waiting in the daemon on one listener, and its watcher.
@@ -124,6 +159,17 @@ struct Waiters {
     arrived: bool,
     /// The watcher waits for `Listen::wake`, not for the listener (readable, but no call waits).
     parked: bool,
+    /// Stolen sockets that came while no call waited but the watcher runs (the program's
+    /// `accept` calls are blocking ones): the next `accept` takes them without a dummy. One
+    /// not taken within [`READY_GRACE`] goes the dummy route (the program may `poll` after all).
+    ready: VecDeque<Ready>,
+}
+
+struct Ready {
+    sock: OwnedFd,
+    peer: SocketAddr,
+    local: SocketAddr,
+    until: Instant,
 }
 
 /// A blocking `accept` waiting in the daemon.
@@ -397,19 +443,34 @@ impl Incoming {
         };
         let Some(listen) = listen else { return };
         let fd = if kind == ConnectionKind::Socket {
-            match self.give_to_waiter(&listen, peer, fd) {
+            match self.give_to_waiter(&listen, peer, local, fd) {
                 Ok(()) => return,
                 Err(fd) => fd,
             }
         } else {
             fd
         };
+        if let Some((dummy, stream)) = self.wake_with_dummy(&listen, kind, peer, local, fd) {
+            pump(rt, UnixStream::from(stream), dummy, kind == ConnectionKind::Mirror);
+        }
+    }
+
+    /// Queues a connection behind a dummy connection to the listener (which makes it readable).
+    /// For a filtered or mirrored connection, returns the dummy and the agent's stream, to pump.
+    fn wake_with_dummy(
+        &self,
+        listen: &Listen,
+        kind: ConnectionKind,
+        peer: SocketAddr,
+        local: SocketAddr,
+        fd: OwnedFd,
+    ) -> Option<(std::net::TcpStream, OwnedFd)> {
         if self.pending.lock().unwrap().len() >= MAX_PENDING {
             tracing::warn!(
-                port = sub.remote,
+                port = listen.remote,
                 "the program is not accepting; a connection was closed"
             );
-            return;
+            return None;
         }
         // The dummy's own address is chosen (bound) before it connects, so the pending entry
         // exists before the program can see the connection.
@@ -417,13 +478,10 @@ impl Incoming {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(err = %e, "cannot make a loopback connection");
-                return;
+                return None;
             }
         };
-        let key = match dummy.local_addr().ok().and_then(|a| a.as_socket()) {
-            Some(a) => unmap(a),
-            None => return,
-        };
+        let key = unmap(dummy.local_addr().ok()?.as_socket()?);
         let (socket, stream) = if kind == ConnectionKind::Socket {
             (Some(fd), None)
         } else {
@@ -442,7 +500,7 @@ impl Incoming {
         if let Err(e) = connect_dummy(&dummy, listen.connect_to) {
             self.pending.lock().unwrap().remove(&key);
             tracing::warn!(to = %listen.connect_to, err = %e, "cannot reach the program's listener");
-            return;
+            return None;
         }
         match kind {
             ConnectionKind::Socket => {
@@ -452,17 +510,15 @@ impl Incoming {
                 if let Some(p) = self.pending.lock().unwrap().get_mut(&key) {
                     p._dummy = Some(dummy.into());
                 }
+                None
             }
-            ConnectionKind::Stream | ConnectionKind::Mirror => {
-                let mirror = kind == ConnectionKind::Mirror;
-                if mirror {
-                    self.mirrored.fetch_add(1, Relaxed);
-                } else {
-                    self.filtered.fetch_add(1, Relaxed);
-                }
-                if let Some(fd) = stream {
-                    pump(rt, UnixStream::from(fd), dummy.into(), mirror);
-                }
+            ConnectionKind::Stream => {
+                self.filtered.fetch_add(1, Relaxed);
+                Some((dummy.into(), stream?))
+            }
+            ConnectionKind::Mirror => {
+                self.mirrored.fetch_add(1, Relaxed);
+                Some((dummy.into(), stream?))
             }
         }
     }
@@ -526,28 +582,59 @@ impl Incoming {
         }
     }
 
-    /// A stolen socket given at once to a blocking `accept` waiting in the daemon; the socket
-    /// comes back when none waits (or none could take it), for the dummy route.
+    /// A stolen socket given at once to a blocking `accept` waiting in the daemon, or kept for
+    /// the next `accept` while the listener's calls are blocking ones ([`Waiters::ready`]); the
+    /// socket comes back otherwise, for the dummy route.
     fn give_to_waiter(
         &self,
         listen: &Listen,
         peer: SocketAddr,
+        local: SocketAddr,
         mut sock: OwnedFd,
     ) -> Result<(), OwnedFd> {
         loop {
-            let Some(w) = listen.waiters.lock().unwrap().queue.pop_front() else {
-                return Err(sock);
-            };
-            let v6_family = tcp_family(sock.as_raw_fd()).unwrap_or(listen.v6) || listen.v6;
-            match w.call.give(sock, peer, v6_family, w.flags) {
-                Ok(()) => {
-                    self.stolen.fetch_add(1, Relaxed);
-                    return Ok(());
+            let w = {
+                let mut ws = listen.waiters.lock().unwrap();
+                match ws.queue.pop_front() {
+                    Some(w) => w,
+                    None if ws.watching && ws.ready.len() < MAX_PENDING => {
+                        ws.ready.push_back(Ready {
+                            sock,
+                            peer,
+                            local,
+                            until: Instant::now() + READY_GRACE,
+                        });
+                        if ws.ready.len() == 1 {
+                            listen.set_timer(Some(READY_GRACE));
+                        }
+                        return Ok(());
+                    }
+                    None => return Err(sock),
                 }
+            };
+            match self.give_stolen(listen, &w.call, sock, peer, w.flags) {
+                Ok(()) => return Ok(()),
                 // That call is gone (or could not take it): the next one, or a dummy.
                 Err(back) => sock = back,
             }
         }
+    }
+
+    /// Gives a stolen socket as the result of `call` (an `accept`); see [`Call::give`].
+    fn give_stolen(
+        &self,
+        listen: &Listen,
+        call: &Call,
+        sock: OwnedFd,
+        peer: SocketAddr,
+        flags: i32,
+    ) -> Result<(), OwnedFd> {
+        // The agent's TCP socket: only its family is unknown.
+        let domain = getsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN);
+        let v6_family = listen.v6 || domain == Some(libc::AF_INET6);
+        call.give(sock, peer, v6_family, flags)?;
+        self.stolen.fetch_add(1, Relaxed);
+        Ok(())
     }
 
     fn take_pending(&self, dummy: SocketAddr) -> Option<Pending> {
@@ -658,6 +745,16 @@ fn listening_inodes() -> Option<std::collections::HashSet<u64>> {
 
 fn eventfd() -> io::Result<OwnedFd> {
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn timerfd() -> io::Result<OwnedFd> {
+    let fd = unsafe {
+        libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK)
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -965,6 +1062,7 @@ impl Call {
             accepting: Mutex::new(()),
             waiters: Mutex::default(),
             wake: eventfd().map_err(|e| format!("creating an eventfd for the listener: {e}"))?,
+            timer: timerfd().map_err(|e| format!("creating a timerfd for the listener: {e}"))?,
         };
         inc.register(&self.scope, listen)
             .map_err(|e| format!("subscribing to the target's port {remote}: {e}"))?;
@@ -1006,6 +1104,10 @@ impl Call {
         let Some(listen) = inode(&dup).and_then(|i| inc.listener(i)) else {
             return self.answer(Answer::Continue);
         };
+        let ready = listen.take_ready(&mut listen.waiters.lock().unwrap());
+        if let Some(r) = ready {
+            return self.give_ready(&inc, &listen, r, flags);
+        }
         let nonblocking =
             unsafe { libc::fcntl(dup.as_raw_fd(), libc::F_GETFL) } & libc::O_NONBLOCK != 0;
         match accept_now(&listen, &dup) {
@@ -1015,13 +1117,17 @@ impl Call {
                 // Waiting from now on: a stolen socket that arrives is given straight away; the
                 // watcher serves the rest (dummies, local clients, signals).
                 let mut ws = listen.waiters.lock().unwrap();
+                if let Some(r) = listen.take_ready(&mut ws) {
+                    drop(ws); // it came meanwhile
+                    return self.give_ready(&inc, &listen, r, flags);
+                }
                 ws.queue.push_back(Waiter { call: self, flags });
                 ws.arrived = true;
                 if ws.watching {
-                    if ws.parked {
-                        ws.parked = false;
-                        let one: u64 = 1;
-                        unsafe { libc::write(listen.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+                    let parked = std::mem::take(&mut ws.parked);
+                    drop(ws);
+                    if parked {
+                        listen.wake_watcher();
                     }
                     return; // it polls this listener already
                 }
@@ -1042,6 +1148,18 @@ impl Call {
                 }
             }
             Err(e) => self.answer(Answer::Errno(e.raw_os_error().unwrap_or(libc::EIO))),
+        }
+    }
+
+    /// Gives a stolen socket kept for the next `accept` ([`Waiters::ready`]); it goes back to
+    /// the front of the queue when the call cannot take it.
+    fn give_ready(&self, inc: &Incoming, listen: &Listen, r: Ready, flags: i32) {
+        if let Err(sock) = inc.give_stolen(listen, self, r.sock, r.peer, flags) {
+            let mut ws = listen.waiters.lock().unwrap();
+            if ws.ready.is_empty() {
+                listen.set_timer(Some(r.until.saturating_duration_since(Instant::now())));
+            }
+            ws.ready.push_front(Ready { sock, ..r });
         }
     }
 
@@ -1090,16 +1208,9 @@ impl Call {
         v6_family: bool,
         flags: i32,
     ) -> Result<(), OwnedFd> {
-        let nonblock = flags & libc::SOCK_NONBLOCK != 0;
-        let status = unsafe { libc::fcntl(give.as_raw_fd(), libc::F_GETFL) };
-        if status >= 0 {
-            let want = if nonblock {
-                status | libc::O_NONBLOCK
-            } else {
-                status & !libc::O_NONBLOCK
-            };
-            unsafe { libc::fcntl(give.as_raw_fd(), libc::F_SETFL, want) };
-        }
+        // The descriptor's own file status: O_NONBLOCK as `accept4` would set it.
+        let nonblock: libc::c_int = (flags & libc::SOCK_NONBLOCK != 0).into();
+        unsafe { libc::ioctl(give.as_raw_fd(), libc::FIONBIO, &nonblock) };
         let (addr, addrlen) = (self.n.args[1], self.n.args[2]);
         if !self.listener.is_valid(self.n.id) {
             return Err(give);
@@ -1188,26 +1299,44 @@ impl Call {
 fn watch(inc: Arc<Incoming>, listen: Arc<Listen>, dup: OwnedFd) {
     let mut next_check = Instant::now() + SIGNAL_PERIOD;
     loop {
-        let left = next_check.saturating_duration_since(Instant::now());
         let parked = listen.waiters.lock().unwrap().parked;
-        let mut pfd = [libc::POLLIN, libc::POLLIN].map(|events| libc::pollfd {
+        let left = next_check.saturating_duration_since(Instant::now());
+        let mut pfd = [libc::POLLIN; 3].map(|events| libc::pollfd {
             fd: -1,
             events,
             revents: 0,
         });
         pfd[0].fd = listen.wake.as_raw_fd();
+        pfd[1].fd = listen.timer.as_raw_fd();
         if !parked {
-            pfd[1].fd = dup.as_raw_fd();
+            pfd[2].fd = dup.as_raw_fd();
         }
-        unsafe { libc::poll(pfd.as_mut_ptr(), 2, left.as_millis() as i32) };
-        if pfd[0].revents & libc::POLLIN != 0 {
-            let mut n = 0u64;
-            unsafe { libc::read(listen.wake.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+        unsafe { libc::poll(pfd.as_mut_ptr(), 3, left.as_millis() as i32) };
+        for p in &pfd[..2] {
+            if p.revents & libc::POLLIN != 0 {
+                let mut n = 0u64;
+                unsafe { libc::read(p.fd, (&mut n as *mut u64).cast(), 8) };
+            }
         }
-        let readable = pfd[1].revents & libc::POLLIN != 0;
+        let readable = pfd[2].revents & libc::POLLIN != 0;
+        if pfd[1].revents & libc::POLLIN != 0 {
+            let now = Instant::now();
+            let late: Vec<Ready> = {
+                let mut ws = listen.waiters.lock().unwrap();
+                let n = ws.ready.iter().take_while(|r| r.until <= now).count();
+                let late = ws.ready.drain(..n).collect();
+                if let Some(next) = ws.ready.front() {
+                    listen.set_timer(Some(next.until.saturating_duration_since(now)));
+                }
+                late
+            };
+            for r in late {
+                inc.wake_with_dummy(&listen, ConnectionKind::Socket, r.peer, r.local, r.sock);
+            }
+        }
         // One call at a time, out of the list while it is served; a delivery meanwhile comes
         // with a dummy, so the listener is readable again at the next poll.
-        loop {
+        while readable {
             let w = {
                 let mut ws = listen.waiters.lock().unwrap();
                 let w = ws.queue.pop_front();
@@ -1244,7 +1373,7 @@ fn watch(inc: Arc<Incoming>, listen: Arc<Listen>, dup: OwnedFd) {
             }
             true
         });
-        if ws.queue.is_empty() && !ws.arrived {
+        if ws.queue.is_empty() && ws.ready.is_empty() && !ws.arrived {
             ws.watching = false;
             ws.parked = false;
             return;
