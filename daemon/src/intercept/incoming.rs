@@ -50,12 +50,13 @@
 //!
 //! **Stopping.** The daemon keeps no descriptor of a listener (but the watcher's, while calls
 //! wait on it and for at most a period after the last one). A monitor thread (while any
-//! listener is registered) reads the namespace's listening sockets from `/proc/self/net/tcp{,6}`
-//! every 250 ms; a listener whose socket inode is gone (closed by the program, or the program
-//! exited) is retired, and when a target port has no listener left its subscription connection
-//! is closed, which makes the agent drop the redirect. Connections delivered already live on:
-//! they belong to the program. Trapping `close` would be exact but makes every `close` of the
-//! program cost a round trip; the monitor costs one small read per period instead.
+//! listener is registered) asks `sock_diag` for the namespace's listening sockets (or reads
+//! `/proc/self/net/tcp{,6}`) every 250 ms; a listener whose socket inode is gone (closed by the
+//! program, or the program exited) is retired, and when a target port has no listener left its
+//! subscription connection is closed, which makes the agent drop the redirect. Connections
+//! delivered already live on: they belong to the program. Trapping `close` would be exact but
+//! makes every `close` of the program cost a round trip; the monitor costs one small query per
+//! period instead.
 //!
 //! The program must live in the daemon's network namespace (the dummy connections are made
 //! from here); otherwise incoming traffic is refused with an error in the session's status.
@@ -724,6 +725,70 @@ fn pump(rt: &tokio::runtime::Handle, agent: UnixStream, dummy: std::net::TcpStre
 
 /// Inodes of the TCP sockets listening in this network namespace (`None` if unreadable).
 fn listening_inodes() -> Option<std::collections::HashSet<u64>> {
+    listening_inodes_diag().ok().or_else(listening_inodes_proc)
+}
+
+/// [`listening_inodes`] from `sock_diag`, asking for listeners only: the kernel then walks its
+/// listening table alone. `/proc/net/tcp` walks every bucket of the host's established table
+/// (hundreds of thousands), which cost the daemon more than all its steal work together.
+fn listening_inodes_diag() -> io::Result<std::collections::HashSet<u64>> {
+    const NETLINK_SOCK_DIAG: i32 = 4;
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const TCP_LISTEN: u32 = 10;
+    let fd = unsafe {
+        libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut out = std::collections::HashSet::new();
+    let mut buf = vec![0u8; 32 * 1024];
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        // nlmsghdr (16 bytes), then inet_diag_req_v2 (56 bytes): family, protocol, ext, pad,
+        // the states wanted, and a zero socket id (any).
+        let mut req = [0u8; 72];
+        req[0..4].copy_from_slice(&72u32.to_ne_bytes());
+        req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+        req[6..8].copy_from_slice(&flags.to_ne_bytes());
+        req[16] = family as u8;
+        req[17] = libc::IPPROTO_TCP as u8;
+        req[20..24].copy_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+        if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        'replies: loop {
+            let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n <= 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut msgs = &buf[..n as usize];
+            while msgs.len() >= 16 {
+                let len = u32::from_ne_bytes(msgs[0..4].try_into().unwrap()) as usize;
+                let ty = u16::from_ne_bytes(msgs[4..6].try_into().unwrap());
+                if len < 16 || len > msgs.len() {
+                    return Err(io::Error::other("a malformed sock_diag reply"));
+                }
+                match ty as i32 {
+                    libc::NLMSG_DONE => break 'replies,
+                    libc::NLMSG_ERROR => return Err(io::Error::other("sock_diag refused the dump")),
+                    _ => {
+                        // inet_diag_msg: the inode is its u32 at offset 68.
+                        if let Some(ino) = msgs.get(16 + 68..16 + 72) {
+                            out.insert(u32::from_ne_bytes(ino.try_into().unwrap()) as u64);
+                        }
+                    }
+                }
+                msgs = &msgs[len.next_multiple_of(4).min(msgs.len())..];
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// [`listening_inodes`] from `/proc/self/net/tcp{,6}`.
+fn listening_inodes_proc() -> Option<std::collections::HashSet<u64>> {
     let mut out = std::collections::HashSet::new();
     let mut any = false;
     for file in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
@@ -1434,8 +1499,15 @@ mod tests {
     #[test]
     fn our_listeners_are_seen_and_closed_ones_are_not() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let l6 = std::net::TcpListener::bind("[::1]:0").ok();
+        let connected = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let ino = inode(&l).unwrap();
-        assert!(listening_inodes().unwrap().contains(&ino));
+        let diag = listening_inodes_diag().unwrap();
+        assert!(diag.contains(&ino) && listening_inodes_proc().unwrap().contains(&ino));
+        assert!(!diag.contains(&inode(&connected).unwrap()), "listeners only");
+        if let Some(l6) = &l6 {
+            assert!(diag.contains(&inode(l6).unwrap()));
+        }
         drop(l);
         assert!(!listening_inodes().unwrap().contains(&ino));
     }
