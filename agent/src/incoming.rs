@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, mpsc};
@@ -31,7 +31,7 @@ use tether_protocol::fdpass::{
     ConnectionKind, FdReply, HttpFilter, IncomingEvent, IncomingMode, IncomingStats, send_line,
     try_send_line,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::incoming_http::Filter;
 use crate::netns::NetnsThread;
@@ -439,23 +439,44 @@ impl Incoming {
             } else {
                 ports.0 = port
             }
-            let l = TcpListener::from_std(l)?;
+            l.set_nonblocking(true)?;
+            // SAFETY: a std listener owns its descriptor for as long as it lives.
+            let l = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(l, tokio::io::Interest::READABLE)
+            }?;
             let me = self.clone();
             self.rt.spawn(async move { me.accept_loop(l).await });
         }
         Ok(ports)
     }
 
-    async fn accept_loop(self: Arc<Self>, l: TcpListener) {
-        let own_port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+    async fn accept_loop(self: Arc<Self>, l: tokio::io::unix::AsyncFd<std::net::TcpListener>) {
+        let own_port = l.get_ref().local_addr().map(|a| a.port()).unwrap_or(0);
         loop {
-            match l.accept().await {
+            // Accepted without tokio: a socket handed over is never registered with the runtime
+            // (that was an `epoll_ctl` to add it and one to remove it again).
+            let accepted = match l.readable().await {
+                Ok(mut ready) => match ready.try_io(|l| accept_raw(l.get_ref())) {
+                    Ok(accepted) => accepted,
+                    Err(_would_block) => continue,
+                },
+                Err(e) => Err(e),
+            };
+            match accepted {
                 Ok((s, peer)) => {
                     // A plain steal is handed over right here (no task, no thread hand-off);
                     // only filtered and passed-on connections need a task of their own.
-                    if let Some(s) = self.hand_over_now(s, unmap(peer), own_port) {
-                        let me = self.clone();
-                        tokio::spawn(async move { me.redirected(s, unmap(peer), own_port).await });
+                    let Some(s) = self.hand_over_now(s, unmap(peer), own_port) else {
+                        continue;
+                    };
+                    match TcpStream::from_std(s) {
+                        Ok(s) => {
+                            let me = self.clone();
+                            tokio::spawn(
+                                async move { me.redirected(s, unmap(peer), own_port).await },
+                            );
+                        }
+                        Err(e) => tracing::warn!(err = %e, "cannot relay a redirected connection"),
                     }
                 }
                 Err(e) => {
@@ -468,7 +489,12 @@ impl Incoming {
 
     /// Sends a redirected connection of an unfiltered steal to its subscriber at once; gives
     /// the connection back when it needs [`Incoming::redirected`].
-    fn hand_over_now(&self, s: TcpStream, peer: SocketAddr, own_port: u16) -> Option<TcpStream> {
+    fn hand_over_now(
+        &self,
+        s: std::net::TcpStream,
+        peer: SocketAddr,
+        own_port: u16,
+    ) -> Option<std::net::TcpStream> {
         let orig = match s.local_addr() {
             Ok(a) if a.port() != own_port => unmap(a),
             _ => return Some(s),
@@ -479,14 +505,7 @@ impl Incoming {
             _ => return Some(s),
         };
         let _ = s.set_nodelay(true);
-        let fd: OwnedFd = match s.into_std() {
-            Ok(std) => std.into(),
-            Err(e) => {
-                tracing::warn!(err = %e, "cannot hand over a redirected connection");
-                return None;
-            }
-        };
-        let fd = match sub.send_now(self.next_id(), ConnectionKind::Socket, peer, orig, fd) {
+        let fd = match sub.send_now(self.next_id(), ConnectionKind::Socket, peer, orig, s.into()) {
             Ok(()) => return None,
             Err(fd) => fd,
         };
@@ -534,9 +553,39 @@ impl Incoming {
     }
 }
 
-/// Reads from a Unix stream without tokio (a plain thread).
+/// One connection from a listener's queue, non-blocking (`WouldBlock` when there is none).
+fn accept_raw(l: &std::net::TcpListener) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    let (s, peer) = unsafe {
+        socket2::SockAddr::try_init(|addr, len| {
+            let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+            match libc::accept4(l.as_raw_fd(), addr.cast(), len, flags) {
+                fd if fd < 0 => Err(io::Error::last_os_error()),
+                fd => Ok(std::net::TcpStream::from_raw_fd(fd)),
+            }
+        })
+    }?;
+    let peer = peer
+        .as_socket()
+        .ok_or_else(|| io::Error::other("an accepted connection without an IP peer"))?;
+    Ok((s, peer))
+}
+
+/// Reads from a Unix stream without tokio (a plain thread). Waits in `poll` for input first: a
+/// thread blocked in `read` is also woken each time the peer drains what we sent (the socket's
+/// one wait queue serves both directions), which is once per connection handed over.
 fn read_some(s: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
     use std::io::Read;
+    let mut pfd = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: libc::POLLIN | libc::POLLRDHUP,
+        revents: 0,
+    };
+    while unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
     (&*s).read(buf)
 }
 

@@ -31,24 +31,32 @@
 //! A stolen socket skips the dummy when a blocking `accept` of the program already waits in the
 //! daemon on that listener (`Listen::waiters`): the socket is that call's result at once, from
 //! the thread that received it; the dummy only matters for `epoll`/`poll`/`select` waiters and
-//! for `accept` calls that come later.
+//! for `accept` calls that come later. When no call waits but the program's recent `accept`
+//! calls did wait (a blocking accept loop, between two calls), the socket is kept for up to
+//! 1 ms for the next `accept` (`Waiters::ready`), and only then goes the dummy route: a
+//! program that polls after all sees the connection 1 ms late.
 //! `SOCK_NONBLOCK`/`SOCK_CLOEXEC` are honoured, the real peer is written to `addr`/`addrlen`
 //! (after re-checking the notification), and `getpeername`/`getsockname` on the pumped sockets
 //! are answered with the client's and the target's addresses.
 //!
-//! A blocking `accept` with nothing queued waits in the daemon (on the runtime's blocking
-//! pool), never on the supervisor thread. The trapped thread cannot take signals while it waits
-//! (`SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV`), so every 100 ms the daemon looks for a pending,
+//! A blocking `accept` with nothing queued waits in the daemon, never on the supervisor thread:
+//! it joins the listener's waiters, and one watcher thread per listener (running while calls
+//! wait, ended after a period without any) polls the listener for the dummies and local
+//! clients that come for them. The trapped thread cannot take signals while it waits
+//! (`SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV`), so every 100 ms the watcher looks for a pending,
 //! unblocked signal and then answers `-ERESTARTSYS`: the kernel runs the handler and restarts or
 //! fails the call (`EINTR`) exactly as it would have (Ctrl-C in a Python server works).
+//! A dummy for a stolen socket is closed with a reset once swapped (no `TIME_WAIT` left behind).
 //!
-//! **Stopping.** The daemon keeps no descriptor of a listener. A monitor thread (while any
-//! listener is registered) reads the namespace's listening sockets from `/proc/self/net/tcp{,6}`
-//! every 250 ms; a listener whose socket inode is gone (closed by the program, or the program
-//! exited) is retired, and when a target port has no listener left its subscription connection
-//! is closed, which makes the agent drop the redirect. Connections delivered already live on:
-//! they belong to the program. Trapping `close` would be exact but makes every `close` of the
-//! program cost a round trip; the monitor costs one small read per period instead.
+//! **Stopping.** The daemon keeps no descriptor of a listener (but the watcher's, while calls
+//! wait on it and for at most a period after the last one). A monitor thread (while any
+//! listener is registered) asks `sock_diag` for the namespace's listening sockets (or reads
+//! `/proc/self/net/tcp{,6}`) every 250 ms; a listener whose socket inode is gone (closed by the
+//! program, or the program exited) is retired, and when a target port has no listener left its
+//! subscription connection is closed, which makes the agent drop the redirect. Connections
+//! delivered already live on: they belong to the program. Trapping `close` would be exact but
+//! makes every `close` of the program cost a round trip; the monitor costs one small query per
+//! period instead.
 //!
 //! The program must live in the daemon's network namespace (the dummy connections are made
 //! from here); otherwise incoming traffic is refused with an error in the session's status.
@@ -60,7 +68,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tether_config::{IncomingConfig, IncomingMode};
 use tether_protocol::fdpass::{self, ConnectionKind, IncomingEvent, IncomingStats};
@@ -76,6 +84,11 @@ const MAX_PENDING: usize = 1024;
 /// Sockets whose addresses are rewritten, remembered at most.
 const MAX_FACADE: usize = 16 * 1024;
 const MONITOR_PERIOD: Duration = Duration::from_millis(250);
+/// How often waiting `accept` calls are checked for a pending signal.
+const SIGNAL_PERIOD: Duration = Duration::from_millis(100);
+/// How long a stolen socket waits for the next blocking `accept` before a dummy wakes the
+/// listener ([`Waiters::ready`]).
+const READY_GRACE: Duration = Duration::from_millis(1);
 
 /// What the session status shows about incoming traffic.
 #[derive(Clone, Debug, Default, serde::Serialize, PartialEq, Eq)]
@@ -100,21 +113,70 @@ struct Listen {
     remote: u16,
     /// Serialises "poll, then accept" on the listener, so the daemon never blocks in `accept`.
     accepting: Mutex<()>,
-    /// The program's blocking `accept` calls on this listener that wait in the daemon: a stolen
-    /// socket goes straight to the first of them (no dummy connection, no wake-up in between).
-    waiters: Mutex<VecDeque<Waiter>>,
+    /// The program's blocking `accept` calls on this listener that wait in the daemon.
+    waiters: Mutex<Waiters>,
+    /// An eventfd that wakes a parked watcher ([`Waiters::parked`]).
+    wake: OwnedFd,
+    /// A timerfd the watcher polls, armed while [`Waiters::ready`] holds a socket.
+    timer: OwnedFd,
 }
 
-/// A blocking `accept` waiting in the daemon ([`Call::accept_wait`]).
+impl Listen {
+    fn wake_watcher(&self) {
+        let one: u64 = 1;
+        unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// The oldest socket of `ws.ready` (`ws` is this listener's, locked).
+    fn take_ready(&self, ws: &mut Waiters) -> Option<Ready> {
+        let r = ws.ready.pop_front()?;
+        if ws.ready.is_empty() {
+            self.set_timer(None); // spares the watcher a wake-up
+        }
+        Some(r)
+    }
+
+    /// Makes the timer expire in `after` (at once for zero), or never (`None`).
+    fn set_timer(&self, after: Option<Duration>) {
+        let mut spec: libc::itimerspec = unsafe { std::mem::zeroed() };
+        if let Some(d) = after {
+            let d = d.max(Duration::from_nanos(1));
+            spec.it_value.tv_sec = d.as_secs() as libc::time_t;
+            spec.it_value.tv_nsec = d.subsec_nanos() as libc::c_long;
+        }
+        unsafe { libc::timerfd_settime(self.timer.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+    }
+}
+
+/// The blocking `accept` calls waiting in the daemon on one listener, and its watcher.
+#[derive(Default)]
+struct Waiters {
+    /// Oldest first: a stolen socket goes straight to the first (no dummy, no wake-up between).
+    queue: VecDeque<Waiter>,
+    /// The watcher thread runs ([`watch`]); it holds a duplicate of the listener meanwhile.
+    watching: bool,
+    /// A call started waiting since the watcher's last round of signal checks.
+    arrived: bool,
+    /// The watcher waits for `Listen::wake`, not for the listener (readable, but no call waits).
+    parked: bool,
+    /// Stolen sockets that came while no call waited but the watcher runs (the program's
+    /// `accept` calls are blocking ones): the next `accept` takes them without a dummy. One
+    /// not taken within [`READY_GRACE`] goes the dummy route (the program may `poll` after all).
+    ready: VecDeque<Ready>,
+}
+
+struct Ready {
+    sock: OwnedFd,
+    peer: SocketAddr,
+    local: SocketAddr,
+    until: Instant,
+}
+
+/// A blocking `accept` waiting in the daemon.
 struct Waiter {
-    token: u64,
     call: Call,
     flags: i32,
-    /// An eventfd the waiting thread polls: written when a delivery answered the call.
-    wake: Arc<OwnedFd>,
 }
-
-static NEXT_WAITER: AtomicU64 = AtomicU64::new(1);
 
 /// A connection delivered to a listener, waiting for the program's `accept`.
 struct Pending {
@@ -380,19 +442,34 @@ impl Incoming {
         };
         let Some(listen) = listen else { return };
         let fd = if kind == ConnectionKind::Socket {
-            match self.give_to_waiter(&listen, peer, fd) {
+            match self.give_to_waiter(&listen, peer, local, fd) {
                 Ok(()) => return,
                 Err(fd) => fd,
             }
         } else {
             fd
         };
+        if let Some((dummy, stream)) = self.wake_with_dummy(&listen, kind, peer, local, fd) {
+            pump(rt, UnixStream::from(stream), dummy, kind == ConnectionKind::Mirror);
+        }
+    }
+
+    /// Queues a connection behind a dummy connection to the listener (which makes it readable).
+    /// For a filtered or mirrored connection, returns the dummy and the agent's stream, to pump.
+    fn wake_with_dummy(
+        &self,
+        listen: &Listen,
+        kind: ConnectionKind,
+        peer: SocketAddr,
+        local: SocketAddr,
+        fd: OwnedFd,
+    ) -> Option<(std::net::TcpStream, OwnedFd)> {
         if self.pending.lock().unwrap().len() >= MAX_PENDING {
             tracing::warn!(
-                port = sub.remote,
+                port = listen.remote,
                 "the program is not accepting; a connection was closed"
             );
-            return;
+            return None;
         }
         // The dummy's own address is chosen (bound) before it connects, so the pending entry
         // exists before the program can see the connection.
@@ -400,13 +477,10 @@ impl Incoming {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(err = %e, "cannot make a loopback connection");
-                return;
+                return None;
             }
         };
-        let key = match dummy.local_addr().ok().and_then(|a| a.as_socket()) {
-            Some(a) => unmap(a),
-            None => return,
-        };
+        let key = unmap(dummy.local_addr().ok()?.as_socket()?);
         let (socket, stream) = if kind == ConnectionKind::Socket {
             (Some(fd), None)
         } else {
@@ -422,29 +496,28 @@ impl Incoming {
                 mode: kind,
             },
         );
-        if let Err(e) = dummy.connect_timeout(&listen.connect_to.into(), Duration::from_secs(2)) {
+        if let Err(e) = connect_dummy(&dummy, listen.connect_to) {
             self.pending.lock().unwrap().remove(&key);
             tracing::warn!(to = %listen.connect_to, err = %e, "cannot reach the program's listener");
-            return;
+            return None;
         }
-        let dummy: std::net::TcpStream = dummy.into();
         match kind {
             ConnectionKind::Socket => {
+                // Only a wake-up: closed with a reset, it leaves no TIME_WAIT socket behind.
+                let _ = dummy.set_linger(Some(Duration::ZERO));
                 self.stolen.fetch_add(1, Relaxed);
                 if let Some(p) = self.pending.lock().unwrap().get_mut(&key) {
-                    p._dummy = Some(dummy);
+                    p._dummy = Some(dummy.into());
                 }
+                None
             }
-            ConnectionKind::Stream | ConnectionKind::Mirror => {
-                let mirror = kind == ConnectionKind::Mirror;
-                if mirror {
-                    self.mirrored.fetch_add(1, Relaxed);
-                } else {
-                    self.filtered.fetch_add(1, Relaxed);
-                }
-                if let Some(fd) = stream {
-                    pump(rt, UnixStream::from(fd), dummy, mirror);
-                }
+            ConnectionKind::Stream => {
+                self.filtered.fetch_add(1, Relaxed);
+                Some((dummy.into(), stream?))
+            }
+            ConnectionKind::Mirror => {
+                self.mirrored.fetch_add(1, Relaxed);
+                Some((dummy.into(), stream?))
             }
         }
     }
@@ -508,31 +581,59 @@ impl Incoming {
         }
     }
 
-    /// A stolen socket given at once to a blocking `accept` waiting in the daemon; the socket
-    /// comes back when none waits (or none could take it), for the dummy route.
+    /// A stolen socket given at once to a blocking `accept` waiting in the daemon, or kept for
+    /// the next `accept` while the listener's calls are blocking ones ([`Waiters::ready`]); the
+    /// socket comes back otherwise, for the dummy route.
     fn give_to_waiter(
         &self,
         listen: &Listen,
         peer: SocketAddr,
+        local: SocketAddr,
         mut sock: OwnedFd,
     ) -> Result<(), OwnedFd> {
         loop {
-            let Some(w) = listen.waiters.lock().unwrap().pop_front() else {
-                return Err(sock);
-            };
-            let v6_family = tcp_family(sock.as_raw_fd()).unwrap_or(listen.v6) || listen.v6;
-            let r = w.call.give(sock, peer, v6_family, w.flags);
-            // The waiting thread is done either way (its call is answered, or gone).
-            let one: u64 = 1;
-            unsafe { libc::write(w.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
-            match r {
-                Ok(()) => {
-                    self.stolen.fetch_add(1, Relaxed);
-                    return Ok(());
+            let w = {
+                let mut ws = listen.waiters.lock().unwrap();
+                match ws.queue.pop_front() {
+                    Some(w) => w,
+                    None if ws.watching && ws.ready.len() < MAX_PENDING => {
+                        ws.ready.push_back(Ready {
+                            sock,
+                            peer,
+                            local,
+                            until: Instant::now() + READY_GRACE,
+                        });
+                        if ws.ready.len() == 1 {
+                            listen.set_timer(Some(READY_GRACE));
+                        }
+                        return Ok(());
+                    }
+                    None => return Err(sock),
                 }
+            };
+            match self.give_stolen(listen, &w.call, sock, peer, w.flags) {
+                Ok(()) => return Ok(()),
+                // That call is gone (or could not take it): the next one, or a dummy.
                 Err(back) => sock = back,
             }
         }
+    }
+
+    /// Gives a stolen socket as the result of `call` (an `accept`); see [`Call::give`].
+    fn give_stolen(
+        &self,
+        listen: &Listen,
+        call: &Call,
+        sock: OwnedFd,
+        peer: SocketAddr,
+        flags: i32,
+    ) -> Result<(), OwnedFd> {
+        // The agent's TCP socket: only its family is unknown.
+        let domain = getsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN);
+        let v6_family = listen.v6 || domain == Some(libc::AF_INET6);
+        call.give(sock, peer, v6_family, flags)?;
+        self.stolen.fetch_add(1, Relaxed);
+        Ok(())
     }
 
     fn take_pending(&self, dummy: SocketAddr) -> Option<Pending> {
@@ -540,7 +641,7 @@ impl Incoming {
     }
 }
 
-/// A socket bound to the loopback of `to`'s family, not connected yet.
+/// A non-blocking socket bound to the loopback of `to`'s family, not connected yet.
 fn dummy_socket(to: SocketAddr) -> io::Result<socket2::Socket> {
     let (domain, from): (socket2::Domain, SocketAddr) = if to.is_ipv6() {
         (
@@ -553,7 +654,7 @@ fn dummy_socket(to: SocketAddr) -> io::Result<socket2::Socket> {
             SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0),
         )
     };
-    let s = socket2::Socket::new(domain, socket2::Type::STREAM.cloexec(), None)?;
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM.cloexec().nonblocking(), None)?;
     s.set_tcp_nodelay(true)?;
     // A dummy to a non-loopback address of this host goes from that address's side; binding to
     // loopback would make the kernel refuse to route it, so only pin loopback targets.
@@ -563,6 +664,29 @@ fn dummy_socket(to: SocketAddr) -> io::Result<socket2::Socket> {
         s.bind(&SocketAddr::new(to.ip(), 0).into())?;
     }
     Ok(s)
+}
+
+/// Connects a [`dummy_socket`] to the program's listener, waiting up to 2 s (a full backlog).
+fn connect_dummy(dummy: &socket2::Socket, to: SocketAddr) -> io::Result<()> {
+    match dummy.connect(&to.into()) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let mut pfd = libc::pollfd {
+        fd: dummy.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    match unsafe { libc::poll(&mut pfd, 1, 2000) } {
+        0 => return Err(io::ErrorKind::TimedOut.into()),
+        r if r < 0 => return Err(io::Error::last_os_error()),
+        _ => {}
+    }
+    match dummy.take_error()? {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Moves a filtered or mirrored connection between the agent's stream and the dummy.
@@ -599,6 +723,70 @@ fn pump(rt: &tokio::runtime::Handle, agent: UnixStream, dummy: std::net::TcpStre
 
 /// Inodes of the TCP sockets listening in this network namespace (`None` if unreadable).
 fn listening_inodes() -> Option<std::collections::HashSet<u64>> {
+    listening_inodes_diag().ok().or_else(listening_inodes_proc)
+}
+
+/// [`listening_inodes`] from `sock_diag`, asking for listeners only: the kernel then walks its
+/// listening table alone. `/proc/net/tcp` walks every bucket of the host's established table
+/// (hundreds of thousands), which cost the daemon more than all its steal work together.
+fn listening_inodes_diag() -> io::Result<std::collections::HashSet<u64>> {
+    const NETLINK_SOCK_DIAG: i32 = 4;
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const TCP_LISTEN: u32 = 10;
+    let fd = unsafe {
+        libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut out = std::collections::HashSet::new();
+    let mut buf = vec![0u8; 32 * 1024];
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        // nlmsghdr (16 bytes), then inet_diag_req_v2 (56 bytes): family, protocol, ext, pad,
+        // the states wanted, and a zero socket id (any).
+        let mut req = [0u8; 72];
+        req[0..4].copy_from_slice(&72u32.to_ne_bytes());
+        req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+        req[6..8].copy_from_slice(&flags.to_ne_bytes());
+        req[16] = family as u8;
+        req[17] = libc::IPPROTO_TCP as u8;
+        req[20..24].copy_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+        if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        'replies: loop {
+            let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n <= 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut msgs = &buf[..n as usize];
+            while msgs.len() >= 16 {
+                let len = u32::from_ne_bytes(msgs[0..4].try_into().unwrap()) as usize;
+                let ty = u16::from_ne_bytes(msgs[4..6].try_into().unwrap());
+                if len < 16 || len > msgs.len() {
+                    return Err(io::Error::other("a malformed sock_diag reply"));
+                }
+                match ty as i32 {
+                    libc::NLMSG_DONE => break 'replies,
+                    libc::NLMSG_ERROR => return Err(io::Error::other("sock_diag refused the dump")),
+                    _ => {
+                        // inet_diag_msg: the inode is its u32 at offset 68.
+                        if let Some(ino) = msgs.get(16 + 68..16 + 72) {
+                            out.insert(u32::from_ne_bytes(ino.try_into().unwrap()) as u64);
+                        }
+                    }
+                }
+                msgs = &msgs[len.next_multiple_of(4).min(msgs.len())..];
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// [`listening_inodes`] from `/proc/self/net/tcp{,6}`.
+fn listening_inodes_proc() -> Option<std::collections::HashSet<u64>> {
     let mut out = std::collections::HashSet::new();
     let mut any = false;
     for file in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
@@ -616,6 +804,24 @@ fn listening_inodes() -> Option<std::collections::HashSet<u64>> {
         }
     }
     any.then_some(out)
+}
+
+fn eventfd() -> io::Result<OwnedFd> {
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn timerfd() -> io::Result<OwnedFd> {
+    let fd = unsafe {
+        libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK)
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> Option<i32> {
@@ -922,6 +1128,8 @@ impl Call {
             remote,
             accepting: Mutex::new(()),
             waiters: Mutex::default(),
+            wake: eventfd().map_err(|e| format!("creating an eventfd for the listener: {e}"))?,
+            timer: timerfd().map_err(|e| format!("creating a timerfd for the listener: {e}"))?,
         };
         inc.register(&self.scope, listen)
             .map_err(|e| format!("subscribing to the target's port {remote}: {e}"))?;
@@ -962,60 +1170,62 @@ impl Call {
         let Some(listen) = inode(&dup).and_then(|i| inc.listener(i)) else {
             return self.answer(Answer::Continue);
         };
+        let ready = listen.take_ready(&mut listen.waiters.lock().unwrap());
+        if let Some(r) = ready {
+            return self.give_ready(&inc, &listen, r, flags);
+        }
         let nonblocking =
             unsafe { libc::fcntl(dup.as_raw_fd(), libc::F_GETFL) } & libc::O_NONBLOCK != 0;
         match accept_now(&listen, &dup) {
             Ok(Some((conn, peer))) => self.accepted(&inc, &listen, conn, peer, flags),
             Ok(None) if nonblocking => self.answer(Answer::Errno(libc::EAGAIN)),
             Ok(None) => {
-                let rt = self.scope.rt.clone();
-                let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-                if efd < 0 {
-                    rt.spawn_blocking(move || self.accept_wait_polling(inc, listen, dup, flags));
-                    return;
+                // Waiting from now on: a stolen socket that arrives is given straight away; the
+                // watcher serves the rest (dummies, local clients, signals).
+                let mut ws = listen.waiters.lock().unwrap();
+                if let Some(r) = listen.take_ready(&mut ws) {
+                    drop(ws); // it came meanwhile
+                    return self.give_ready(&inc, &listen, r, flags);
                 }
-                // Waiting from now on (not only once the blocking thread runs): a stolen socket
-                // that arrives meanwhile is given straight away.
-                let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(efd) });
-                let token = NEXT_WAITER.fetch_add(1, Relaxed);
-                listen.waiters.lock().unwrap().push_back(Waiter {
-                    token,
-                    call: self,
-                    flags,
-                    wake: wake.clone(),
-                });
-                rt.spawn_blocking(move || accept_wait(inc, listen, dup, flags, token, wake));
+                ws.queue.push_back(Waiter { call: self, flags });
+                ws.arrived = true;
+                if ws.watching {
+                    let parked = std::mem::take(&mut ws.parked);
+                    drop(ws);
+                    if parked {
+                        listen.wake_watcher();
+                    }
+                    return; // it polls this listener already
+                }
+                ws.watching = true;
+                drop(ws);
+                let name = format!("accept-{}", listen.remote);
+                let l = listen.clone();
+                if let Err(e) = std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || watch(inc, l, dup))
+                {
+                    let mut ws = listen.waiters.lock().unwrap();
+                    ws.watching = false;
+                    let errno = e.raw_os_error().unwrap_or(libc::EAGAIN);
+                    for w in ws.queue.drain(..) {
+                        w.call.answer(Answer::Errno(errno));
+                    }
+                }
             }
             Err(e) => self.answer(Answer::Errno(e.raw_os_error().unwrap_or(libc::EIO))),
         }
     }
 
-    /// [`accept_wait`] without an eventfd: polls the listener only (dummies wake it).
-    fn accept_wait_polling(
-        self,
-        inc: Arc<Incoming>,
-        listen: Arc<Listen>,
-        dup: OwnedFd,
-        flags: i32,
-    ) {
-        loop {
-            let mut pfd = libc::pollfd {
-                fd: dup.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            unsafe { libc::poll(&mut pfd, 1, 100) };
-            if !self.listener.is_valid(self.n.id) {
-                return; // the caller is gone: nothing to answer
+    /// Gives a stolen socket kept for the next `accept` ([`Waiters::ready`]); it goes back to
+    /// the front of the queue when the call cannot take it.
+    fn give_ready(&self, inc: &Incoming, listen: &Listen, r: Ready, flags: i32) {
+        if let Err(sock) = inc.give_stolen(listen, self, r.sock, r.peer, flags) {
+            let mut ws = listen.waiters.lock().unwrap();
+            if ws.ready.is_empty() {
+                listen.set_timer(Some(r.until.saturating_duration_since(Instant::now())));
             }
-            match accept_now(&listen, &dup) {
-                Ok(Some((conn, peer))) => return self.accepted(&inc, &listen, conn, peer, flags),
-                Ok(None) => {}
-                Err(e) => return self.answer(Answer::Errno(e.raw_os_error().unwrap_or(libc::EIO))),
-            }
-            if signal_pending(self.n.tid) {
-                return self.answer(Answer::Errno(ERESTARTSYS));
-            }
+            ws.ready.push_front(Ready { sock, ..r });
         }
     }
 
@@ -1064,21 +1274,15 @@ impl Call {
         v6_family: bool,
         flags: i32,
     ) -> Result<(), OwnedFd> {
-        let nonblock = flags & libc::SOCK_NONBLOCK != 0;
-        let status = unsafe { libc::fcntl(give.as_raw_fd(), libc::F_GETFL) };
-        if status >= 0 {
-            let want = if nonblock {
-                status | libc::O_NONBLOCK
-            } else {
-                status & !libc::O_NONBLOCK
-            };
-            unsafe { libc::fcntl(give.as_raw_fd(), libc::F_SETFL, want) };
-        }
+        // The descriptor's own file status: O_NONBLOCK as `accept4` would set it.
+        let nonblock: libc::c_int = (flags & libc::SOCK_NONBLOCK != 0).into();
+        unsafe { libc::ioctl(give.as_raw_fd(), libc::FIONBIO, &nonblock) };
         let (addr, addrlen) = (self.n.args[1], self.n.args[2]);
-        if !self.listener.is_valid(self.n.id) {
-            return Err(give);
-        }
+        // Without an address to write, the injection itself tells whether the call is gone.
         if addr != 0 && addrlen != 0 {
+            if !self.listener.is_valid(self.n.id) {
+                return Err(give);
+            }
             if let Err(errno) = write_sockaddr(
                 self.n.tid,
                 addr,
@@ -1153,59 +1357,95 @@ impl Call {
     }
 }
 
-/// A blocking `accept` with an empty queue, registered in `listen.waiters` already: wait here,
-/// answering signals as the kernel would. A delivery may take the call from the list and answer
-/// it (then the eventfd `wake` ends the wait).
-fn accept_wait(
-    inc: Arc<Incoming>,
-    listen: Arc<Listen>,
-    dup: OwnedFd,
-    flags: i32,
-    token: u64,
-    wake: Arc<OwnedFd>,
-) {
+/// Serves the blocking `accept` calls waiting on a listener (`dup` is a duplicate of it): gives
+/// them what its queue holds (dummies, local clients) and answers a pending signal with
+/// `-ERESTARTSYS`, as the kernel would. Stolen sockets reach the waiters without it
+/// ([`Incoming::give_to_waiter`]). While the listener is readable and no call waits, it parks
+/// on `listen.wake` instead. It ends, closing `dup`, once no call waited for a whole period, so
+/// that the daemon never keeps a closed listener alive for long.
+fn watch(inc: Arc<Incoming>, listen: Arc<Listen>, dup: OwnedFd) {
+    let mut next_check = Instant::now() + SIGNAL_PERIOD;
     loop {
-        let mut pfd = [
-            libc::pollfd {
-                fd: dup.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: wake.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        unsafe { libc::poll(pfd.as_mut_ptr(), 2, 100) };
-        // Out of the list again, unless a delivery took the call (and answered it).
-        let me = {
-            let mut ws = listen.waiters.lock().unwrap();
-            ws.iter()
-                .position(|w| w.token == token)
-                .and_then(|i| ws.remove(i))
-        };
-        let Some(me) = me else { return };
-        let call = me.call;
-        if !call.listener.is_valid(call.n.id) {
-            return; // the caller is gone: nothing to answer
-        }
-        match accept_now(&listen, &dup) {
-            Ok(Some((conn, peer))) => return call.accepted(&inc, &listen, conn, peer, flags),
-            Ok(None) => {}
-            Err(e) => return call.answer(Answer::Errno(e.raw_os_error().unwrap_or(libc::EIO))),
-        }
-        if signal_pending(call.n.tid) {
-            return call.answer(Answer::Errno(ERESTARTSYS));
-        }
-        // Waiting again; a delivery made while the call was out of the list came with a
-        // dummy, so the listener is readable and the next poll returns at once.
-        listen.waiters.lock().unwrap().push_back(Waiter {
-            token,
-            call,
-            flags,
-            wake: wake.clone(),
+        let parked = listen.waiters.lock().unwrap().parked;
+        let left = next_check.saturating_duration_since(Instant::now());
+        let mut pfd = [libc::POLLIN; 3].map(|events| libc::pollfd {
+            fd: -1,
+            events,
+            revents: 0,
         });
+        pfd[0].fd = listen.wake.as_raw_fd();
+        pfd[1].fd = listen.timer.as_raw_fd();
+        if !parked {
+            pfd[2].fd = dup.as_raw_fd();
+        }
+        unsafe { libc::poll(pfd.as_mut_ptr(), 3, left.as_millis() as i32) };
+        for p in &pfd[..2] {
+            if p.revents & libc::POLLIN != 0 {
+                let mut n = 0u64;
+                unsafe { libc::read(p.fd, (&mut n as *mut u64).cast(), 8) };
+            }
+        }
+        let readable = pfd[2].revents & libc::POLLIN != 0;
+        if pfd[1].revents & libc::POLLIN != 0 {
+            let now = Instant::now();
+            let late: Vec<Ready> = {
+                let mut ws = listen.waiters.lock().unwrap();
+                let n = ws.ready.iter().take_while(|r| r.until <= now).count();
+                let late = ws.ready.drain(..n).collect();
+                if let Some(next) = ws.ready.front() {
+                    listen.set_timer(Some(next.until.saturating_duration_since(now)));
+                }
+                late
+            };
+            for r in late {
+                inc.wake_with_dummy(&listen, ConnectionKind::Socket, r.peer, r.local, r.sock);
+            }
+        }
+        // One call at a time, out of the list while it is served; a delivery meanwhile comes
+        // with a dummy, so the listener is readable again at the next poll.
+        while readable {
+            let w = {
+                let mut ws = listen.waiters.lock().unwrap();
+                let w = ws.queue.pop_front();
+                if w.is_none() && readable {
+                    ws.parked = true; // until a call waits (the program accepts it otherwise)
+                }
+                w
+            };
+            let Some(w) = w else { break };
+            if !w.call.listener.is_valid(w.call.n.id) {
+                continue; // the caller is gone: nothing to answer
+            }
+            match accept_now(&listen, &dup) {
+                Ok(Some((conn, peer))) => w.call.accepted(&inc, &listen, conn, peer, w.flags),
+                Ok(None) => {
+                    listen.waiters.lock().unwrap().queue.push_front(w);
+                    break;
+                }
+                Err(e) => w.call.answer(Answer::Errno(e.raw_os_error().unwrap_or(libc::EIO))),
+            }
+        }
+        if Instant::now() < next_check {
+            continue;
+        }
+        next_check = Instant::now() + SIGNAL_PERIOD;
+        let mut ws = listen.waiters.lock().unwrap();
+        ws.queue.retain(|w| {
+            if !w.call.listener.is_valid(w.call.n.id) {
+                return false;
+            }
+            if signal_pending(w.call.n.tid) {
+                w.call.answer(Answer::Errno(ERESTARTSYS));
+                return false;
+            }
+            true
+        });
+        if ws.queue.is_empty() && ws.ready.is_empty() && !ws.arrived {
+            ws.watching = false;
+            ws.parked = false;
+            return;
+        }
+        ws.arrived = false;
     }
 }
 
@@ -1261,8 +1501,15 @@ mod tests {
     #[test]
     fn our_listeners_are_seen_and_closed_ones_are_not() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let l6 = std::net::TcpListener::bind("[::1]:0").ok();
+        let connected = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let ino = inode(&l).unwrap();
-        assert!(listening_inodes().unwrap().contains(&ino));
+        let diag = listening_inodes_diag().unwrap();
+        assert!(diag.contains(&ino) && listening_inodes_proc().unwrap().contains(&ino));
+        assert!(!diag.contains(&inode(&connected).unwrap()), "listeners only");
+        if let Some(l6) = &l6 {
+            assert!(diag.contains(&inode(l6).unwrap()));
+        }
         drop(l);
         assert!(!listening_inodes().unwrap().contains(&ino));
     }

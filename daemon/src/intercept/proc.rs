@@ -1,8 +1,10 @@
 //! What the supervisor needs to know about a trapped thread: its process, its executable, the
 //! directory a relative path starts from, and a pidfd to take its descriptors.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
 
 /// `PIDFD_THREAD` (Linux 6.9): a pidfd for a thread, not only a process leader. Notifications
 /// carry thread ids, so this is what `pidfd_getfd` needs.
@@ -19,8 +21,31 @@ pub fn pidfd(tid: u32) -> io::Result<OwnedFd> {
 }
 
 /// A duplicate of descriptor `fd` of thread `tid` (shares the open file description).
+///
+/// The pidfds are kept (a few hundred threads at most), saving two system calls per trapped call
+/// that looks at a descriptor. A kept pidfd never reaches another thread: once its thread exited
+/// (even if its id was reused since) it fails, and one retry with a fresh pidfd tells that apart
+/// from a bad `fd`.
 pub fn take_fd(tid: u32, fd: RawFd) -> io::Result<OwnedFd> {
-    let pidfd = pidfd(tid)?;
+    static PIDFDS: Mutex<Option<HashMap<u32, Arc<OwnedFd>>>> = Mutex::new(None);
+    let kept = PIDFDS.lock().unwrap().as_ref().and_then(|m| m.get(&tid).cloned());
+    if let Some(pidfd) = kept {
+        if let Ok(dup) = getfd(&pidfd, fd) {
+            return Ok(dup);
+        }
+    }
+    let pidfd = Arc::new(pidfd(tid)?);
+    let r = getfd(&pidfd, fd);
+    let mut kept = PIDFDS.lock().unwrap();
+    let map = kept.get_or_insert_default();
+    if map.len() >= 256 {
+        map.clear();
+    }
+    map.insert(tid, pidfd);
+    r
+}
+
+fn getfd(pidfd: &OwnedFd, fd: RawFd) -> io::Result<OwnedFd> {
     let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) }) }
 }
