@@ -37,13 +37,7 @@ pub struct ResolvConf {
 
 impl Default for ResolvConf {
     fn default() -> Self {
-        ResolvConf {
-            nameservers: vec![],
-            search: vec![],
-            ndots: 1,
-            timeout: Duration::from_secs(5),
-            attempts: 2,
-        }
+        ResolvConf { nameservers: vec![], search: vec![], ndots: 1, timeout: Duration::from_secs(5), attempts: 2 }
     }
 }
 
@@ -271,17 +265,14 @@ async fn exchange(netns: &NetnsThread, server: IpAddr, fqdn: &str, timeout: Dura
         return Outcome::Found(addrs);
     }
     // rcode 0 (no data) or 3 (NXDOMAIN) is an answer; SERVFAIL/REFUSED/... ask another server.
-    if answers.iter().any(|x| x.rcode == 0 || x.rcode == 3) {
-        Outcome::NotFound
-    } else {
-        Outcome::Failed(libc::EAGAIN)
-    }
+    if answers.iter().any(|x| x.rcode == 0 || x.rcode == 3) { Outcome::NotFound } else { Outcome::Failed(libc::EAGAIN) }
 }
 
 /// Resolves `name` for the target: hosts file, then DNS.
 pub async fn resolve(root: Arc<Root>, netns: &NetnsThread, name: &str) -> ResolveReply {
     let name = name.trim();
-    let reply = |errno, addrs: Vec<IpAddr>| ResolveReply { errno, addresses: addrs.iter().map(|a| a.to_string()).collect() };
+    let reply =
+        |errno, addrs: Vec<IpAddr>| ResolveReply { errno, addresses: addrs.iter().map(|a| a.to_string()).collect() };
     if name.is_empty() || name == "." {
         return reply(libc::EINVAL, vec![]);
     }
@@ -356,7 +347,8 @@ mod tests {
 
     #[test]
     fn hosts_file_lookup() {
-        let hosts = "127.0.0.1 localhost\n# 1.2.3.4 commented\n198.18.0.7 Web web.local # x\n::1 localhost ip6-localhost\n";
+        let hosts =
+            "127.0.0.1 localhost\n# 1.2.3.4 commented\n198.18.0.7 Web web.local # x\n::1 localhost ip6-localhost\n";
         assert_eq!(lookup_hosts(hosts, "web"), vec!["198.18.0.7".parse::<IpAddr>().unwrap()]);
         assert_eq!(lookup_hosts(hosts, "WEB.local."), vec!["198.18.0.7".parse::<IpAddr>().unwrap()]);
         assert_eq!(lookup_hosts(hosts, "localhost").len(), 2);

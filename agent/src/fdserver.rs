@@ -101,7 +101,12 @@ fn serve(conn: &UnixStream, token: &Token, netns: &NetnsThread, incoming: &Arc<I
         Ok(FdRequest::Auth { token: t }) if token.matches(t.as_bytes()) => reply(conn, 0, "", None::<&UnixStream>)?,
         _ => {
             tracing::warn!("fd socket client refused: the first request did not carry the token");
-            return reply(conn, libc::EACCES, "the first request must be `auth` with the session token", None::<&UnixStream>);
+            return reply(
+                conn,
+                libc::EACCES,
+                "the first request must be `auth` with the session token",
+                None::<&UnixStream>,
+            );
         }
     }
     loop {
@@ -120,7 +125,9 @@ fn serve(conn: &UnixStream, token: &Token, netns: &NetnsThread, incoming: &Arc<I
             },
             Ok(FdRequest::Socket { udp, v6 }) => SocketSpec { udp, v6, connect: None },
             // The connection becomes the subscription's event stream (see `incoming`).
-            Ok(FdRequest::Subscribe { port, mode, http_filter }) => return incoming.serve(conn, port, mode, http_filter),
+            Ok(FdRequest::Subscribe { port, mode, http_filter }) => {
+                return incoming.serve(conn, port, mode, http_filter);
+            }
             Ok(FdRequest::Auth { .. }) => {
                 reply(conn, 0, "", None::<&UnixStream>)?; // already authenticated
                 continue;

@@ -125,9 +125,9 @@ mod tests {
         let dir = fake_proc(&[
             (1, 0, "0::/init.scope\n"),
             (700, 1, "0::/system.slice/containerd.service\n"), // the shim
-            (812, 700, &v2),                                 // the container's main process
-            (813, 812, &v2),                                 // its child
-            (905, 700, &v1),                                 // same id, v1 layout, but ppid 700 too
+            (812, 700, &v2),                                   // the container's main process
+            (813, 812, &v2),                                   // its child
+            (905, 700, &v1),                                   // same id, v1 layout, but ppid 700 too
             (990, 1, "0::/../../kubepods/burstable/pod1/cri-containerd-ffff0000aaaa.scope\n"),
         ]);
         assert_eq!(find_in(&dir, ID, 42).unwrap(), 812);

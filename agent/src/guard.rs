@@ -31,11 +31,7 @@ pub fn spawn(netns: &OwnedFd, table: &str) -> io::Result<Child> {
     unsafe {
         cmd.pre_exec(move || {
             // dup2 onto itself would keep close-on-exec: clear the flag instead.
-            let r = if raw == NETNS_FD {
-                libc::fcntl(raw, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(raw, NETNS_FD)
-            };
+            let r = if raw == NETNS_FD { libc::fcntl(raw, libc::F_SETFD, 0) } else { libc::dup2(raw, NETNS_FD) };
             if r < 0 {
                 return Err(io::Error::last_os_error());
             }

@@ -28,8 +28,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 use tether_protocol::fdpass::{
-    ConnectionKind, FdReply, HttpFilter, IncomingEvent, IncomingMode, IncomingStats, send_line,
-    try_send_line,
+    ConnectionKind, FdReply, HttpFilter, IncomingEvent, IncomingMode, IncomingStats, send_line, try_send_line,
 };
 use tokio::net::TcpStream;
 
@@ -99,22 +98,11 @@ pub struct Sub {
 impl Sub {
     /// Hands a connection to the subscriber; `false` when it is gone or too far behind (the
     /// descriptor is then closed).
-    pub fn deliver(
-        &self,
-        kind: ConnectionKind,
-        peer: SocketAddr,
-        local: SocketAddr,
-        fd: OwnedFd,
-    ) -> bool {
+    pub fn deliver(&self, kind: ConnectionKind, peer: SocketAddr, local: SocketAddr, fd: OwnedFd) -> bool {
         if !self.active() {
             return false;
         }
-        match self.tx.try_send(Event::Conn {
-            kind,
-            peer,
-            local,
-            fd,
-        }) {
+        match self.tx.try_send(Event::Conn { kind, peer, local, fd }) {
             Ok(()) => {
                 SubStats::add(&self.stats.connections, 1);
                 true
@@ -151,12 +139,7 @@ impl Sub {
         let Some(conn) = direct.as_ref() else {
             return Err(fd);
         };
-        let ev = IncomingEvent::Connection {
-            id,
-            kind,
-            peer: peer.to_string(),
-            local: local.to_string(),
-        };
+        let ev = IncomingEvent::Connection { id, kind, peer: peer.to_string(), local: local.to_string() };
         let Ok(line) = serde_json::to_string(&ev) else {
             return Err(fd);
         };
@@ -193,13 +176,7 @@ pub struct Incoming {
 
 impl Incoming {
     pub fn new(netns: NetnsThread, nft_ns: OwnedFd, rt: tokio::runtime::Handle) -> Arc<Incoming> {
-        Arc::new(Incoming {
-            netns,
-            nft_ns,
-            rt,
-            state: Mutex::default(),
-            next_conn: AtomicU64::new(1),
-        })
+        Arc::new(Incoming { netns, nft_ns, rt, state: Mutex::default(), next_conn: AtomicU64::new(1) })
     }
 
     /// Serves one subscription on `conn` (an authenticated fd-socket connection) until either
@@ -217,10 +194,7 @@ impl Incoming {
                 Err(e) => return reply(conn, libc::EINVAL, &e),
             },
             Some(_) => {
-                tracing::info!(
-                    port,
-                    "an http_filter only applies to steal; mirroring every connection"
-                );
+                tracing::info!(port, "an http_filter only applies to steal; mirroring every connection");
                 None
             }
             None => None,
@@ -255,9 +229,7 @@ impl Incoming {
     ) -> io::Result<(Arc<Sub>, mpsc::Receiver<Event>)> {
         let filter = match http_filter.filter(|f| !f.is_empty()) {
             Some(f) if mode == IncomingMode::Steal => {
-                Some(Arc::new(Filter::new(&f).map_err(|e| {
-                    io::Error::new(io::ErrorKind::InvalidInput, e)
-                })?))
+                Some(Arc::new(Filter::new(&f).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?))
             }
             _ => None,
         };
@@ -285,35 +257,23 @@ impl Incoming {
         *sub.direct.lock().unwrap() = Some(conn.try_clone()?);
         // The subscriber sends nothing more: end-of-file (or anything unexpected) unsubscribes.
         let reader = conn.try_clone()?;
-        std::thread::Builder::new()
-            .name("incoming-eof".into())
-            .spawn(move || {
-                let mut buf = [0u8; 256];
-                loop {
-                    match read_some(&reader, &mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
+        std::thread::Builder::new().name("incoming-eof".into()).spawn(move || {
+            let mut buf = [0u8; 256];
+            loop {
+                match read_some(&reader, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
                 }
-                let _ = tx.send(Event::Closed);
-            })?;
+            }
+            let _ = tx.send(Event::Closed);
+        })?;
         let mut sent = IncomingStats::default();
         let mut last_stats = Instant::now();
         loop {
             match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(Event::Conn {
-                    kind,
-                    peer,
-                    local,
-                    fd,
-                }) => {
+                Ok(Event::Conn { kind, peer, local, fd }) => {
                     let id = self.next_id();
-                    let ev = IncomingEvent::Connection {
-                        id,
-                        kind,
-                        peer: peer.to_string(),
-                        local: local.to_string(),
-                    };
+                    let ev = IncomingEvent::Connection { id, kind, peer: peer.to_string(), local: local.to_string() };
                     let line = serde_json::to_string(&ev).map_err(io::Error::other)?;
                     let _one = sub.direct.lock().unwrap();
                     send_line(conn, &line, Some(fd.as_raw_fd()))?;
@@ -326,8 +286,7 @@ impl Incoming {
                 last_stats = Instant::now();
                 let now = sub.stats.snapshot();
                 if now != sent {
-                    let line = serde_json::to_string(&IncomingEvent::Stats(now.clone()))
-                        .map_err(io::Error::other)?;
+                    let line = serde_json::to_string(&IncomingEvent::Stats(now.clone())).map_err(io::Error::other)?;
                     let _one = sub.direct.lock().unwrap();
                     send_line(conn, &line, None)?;
                     sent = now;
@@ -384,11 +343,7 @@ impl Incoming {
                     st.steal.remove(&port);
                     return Err(e);
                 }
-                tracing::info!(
-                    port,
-                    filtered = sub.filter.is_some(),
-                    "stealing the target's port"
-                );
+                tracing::info!(port, filtered = sub.filter.is_some(), "stealing the target's port");
             }
             IncomingMode::Mirror => {
                 crate::incoming_mirror::start(&self.netns, sub.clone())?;
@@ -441,9 +396,7 @@ impl Incoming {
             }
             l.set_nonblocking(true)?;
             // SAFETY: a std listener owns its descriptor for as long as it lives.
-            let l = unsafe {
-                tokio::io::unix::AsyncFd::register_with_interest(l, tokio::io::Interest::READABLE)
-            }?;
+            let l = unsafe { tokio::io::unix::AsyncFd::register_with_interest(l, tokio::io::Interest::READABLE) }?;
             let me = self.clone();
             self.rt.spawn(async move { me.accept_loop(l).await });
         }
@@ -472,9 +425,7 @@ impl Incoming {
                     match TcpStream::from_std(s) {
                         Ok(s) => {
                             let me = self.clone();
-                            tokio::spawn(
-                                async move { me.redirected(s, unmap(peer), own_port).await },
-                            );
+                            tokio::spawn(async move { me.redirected(s, unmap(peer), own_port).await });
                         }
                         Err(e) => tracing::warn!(err = %e, "cannot relay a redirected connection"),
                     }
@@ -489,12 +440,7 @@ impl Incoming {
 
     /// Sends a redirected connection of an unfiltered steal to its subscriber at once; gives
     /// the connection back when it needs [`Incoming::redirected`].
-    fn hand_over_now(
-        &self,
-        s: std::net::TcpStream,
-        peer: SocketAddr,
-        own_port: u16,
-    ) -> Option<std::net::TcpStream> {
+    fn hand_over_now(&self, s: std::net::TcpStream, peer: SocketAddr, own_port: u16) -> Option<std::net::TcpStream> {
         let orig = match s.local_addr() {
             Ok(a) if a.port() != own_port => unmap(a),
             _ => return Some(s),
@@ -510,10 +456,7 @@ impl Incoming {
             Err(fd) => fd,
         };
         if !sub.deliver(ConnectionKind::Socket, peer, orig, fd) {
-            tracing::warn!(
-                port = orig.port(),
-                "the subscriber is not taking connections; one closed"
-            );
+            tracing::warn!(port = orig.port(), "the subscriber is not taking connections; one closed");
         }
         None
     }
@@ -531,16 +474,11 @@ impl Incoming {
         let _ = s.set_nodelay(true);
         let sub = self.state.lock().unwrap().steal.get(&orig.port()).cloned();
         match sub {
-            Some(sub) if sub.filter.is_some() => {
-                crate::incoming_http::relay(self.clone(), sub, s, peer, orig).await
-            }
+            Some(sub) if sub.filter.is_some() => crate::incoming_http::relay(self.clone(), sub, s, peer, orig).await,
             Some(sub) => match s.into_std() {
                 Ok(std) => {
                     if !sub.deliver(ConnectionKind::Socket, peer, orig, std.into()) {
-                        tracing::warn!(
-                            port = orig.port(),
-                            "the subscriber is not taking connections; one closed"
-                        );
+                        tracing::warn!(port = orig.port(), "the subscriber is not taking connections; one closed");
                     }
                 }
                 Err(e) => tracing::warn!(err = %e, "cannot hand over a redirected connection"),
@@ -564,9 +502,7 @@ fn accept_raw(l: &std::net::TcpListener) -> io::Result<(std::net::TcpStream, Soc
             }
         })
     }?;
-    let peer = peer
-        .as_socket()
-        .ok_or_else(|| io::Error::other("an accepted connection without an IP peer"))?;
+    let peer = peer.as_socket().ok_or_else(|| io::Error::other("an accepted connection without an IP peer"))?;
     Ok((s, peer))
 }
 
@@ -575,11 +511,7 @@ fn accept_raw(l: &std::net::TcpListener) -> io::Result<(std::net::TcpStream, Soc
 /// one wait queue serves both directions), which is once per connection handed over.
 fn read_some(s: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
     use std::io::Read;
-    let mut pfd = libc::pollfd {
-        fd: s.as_raw_fd(),
-        events: libc::POLLIN | libc::POLLRDHUP,
-        revents: 0,
-    };
+    let mut pfd = libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN | libc::POLLRDHUP, revents: 0 };
     while unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {
@@ -590,25 +522,14 @@ fn read_some(s: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 fn reply(conn: &UnixStream, errno: i32, message: &str) -> io::Result<()> {
-    let r = FdReply {
-        errno,
-        has_fd: false,
-        message: message.to_string(),
-    };
-    send_line(
-        conn,
-        &serde_json::to_string(&r).map_err(io::Error::other)?,
-        None,
-    )
+    let r = FdReply { errno, has_fd: false, message: message.to_string() };
+    send_line(conn, &serde_json::to_string(&r).map_err(io::Error::other)?, None)
 }
 
 /// A listener for redirected connections, made on the namespace thread.
 fn redirect_listener(v6: bool) -> io::Result<std::net::TcpListener> {
-    let (domain, addr): (Domain, SocketAddr) = if v6 {
-        (Domain::IPV6, "[::]:0".parse().unwrap())
-    } else {
-        (Domain::IPV4, "0.0.0.0:0".parse().unwrap())
-    };
+    let (domain, addr): (Domain, SocketAddr) =
+        if v6 { (Domain::IPV6, "[::]:0".parse().unwrap()) } else { (Domain::IPV4, "0.0.0.0:0".parse().unwrap()) };
     let s = Socket::new(domain, Type::STREAM.nonblocking().cloexec(), None)?;
     if v6 {
         s.set_only_v6(true)?;
@@ -637,11 +558,7 @@ pub fn unmap(a: SocketAddr) -> SocketAddr {
 pub async fn connect_bypass(netns: &NetnsThread, addr: SocketAddr) -> io::Result<TcpStream> {
     let (fd, errno) = netns
         .run_async(move || -> io::Result<(OwnedFd, i32)> {
-            let domain = if addr.is_ipv6() {
-                Domain::IPV6
-            } else {
-                Domain::IPV4
-            };
+            let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
             let s = Socket::new(domain, Type::STREAM.nonblocking().cloexec(), None)?;
             s.set_mark(nft::BYPASS_MARK)?;
             s.set_tcp_nodelay(true)?;
@@ -682,17 +599,8 @@ mod tests {
 
     #[test]
     fn mapped_addresses_are_shown_as_ipv4() {
-        assert_eq!(
-            unmap("[::ffff:198.19.0.1]:5000".parse().unwrap()),
-            "198.19.0.1:5000".parse().unwrap()
-        );
-        assert_eq!(
-            unmap("[2001:db8::1]:80".parse().unwrap()),
-            "[2001:db8::1]:80".parse().unwrap()
-        );
-        assert_eq!(
-            unmap("127.0.0.1:1".parse().unwrap()),
-            "127.0.0.1:1".parse().unwrap()
-        );
+        assert_eq!(unmap("[::ffff:198.19.0.1]:5000".parse().unwrap()), "198.19.0.1:5000".parse().unwrap());
+        assert_eq!(unmap("[2001:db8::1]:80".parse().unwrap()), "[2001:db8::1]:80".parse().unwrap());
+        assert_eq!(unmap("127.0.0.1:1".parse().unwrap()), "127.0.0.1:1".parse().unwrap());
     }
 }

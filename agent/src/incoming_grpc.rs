@@ -12,8 +12,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use tether_protocol::agent::{
-    self as proto, IncomingClient, IncomingServer, SubscribeRequest, incoming_client,
-    incoming_event, incoming_server,
+    self as proto, IncomingClient, IncomingServer, SubscribeRequest, incoming_client, incoming_event, incoming_server,
 };
 use tether_protocol::fdpass::{self, ConnectionKind, IncomingStats};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -55,11 +54,7 @@ fn kind(k: ConnectionKind) -> proto::ConnectionKind {
 pub type Events = ReceiverStream<Result<proto::IncomingEvent, Status>>;
 
 /// `Subscribe`: the first message answers; events follow until the client cancels.
-pub fn subscribe(
-    incoming: Arc<Incoming>,
-    parked: Parked,
-    req: SubscribeRequest,
-) -> Result<Events, Status> {
+pub fn subscribe(incoming: Arc<Incoming>, parked: Parked, req: SubscribeRequest) -> Result<Events, Status> {
     let port = u16::try_from(req.port)
         .ok()
         .filter(|p| *p != 0)
@@ -84,22 +79,13 @@ pub fn subscribe(
                     (None, std::io::ErrorKind::InvalidInput) => libc::EINVAL,
                     _ => libc::EIO,
                 };
-                let result = proto::SubscribeResult {
-                    errno,
-                    message: e.to_string(),
-                };
+                let result = proto::SubscribeResult { errno, message: e.to_string() };
                 let _ = tx.blocking_send(event(incoming_event::Event::Result(result)));
                 return;
             }
         };
-        let ok = proto::SubscribeResult {
-            errno: 0,
-            message: String::new(),
-        };
-        if tx
-            .blocking_send(event(incoming_event::Event::Result(ok)))
-            .is_ok()
-        {
+        let ok = proto::SubscribeResult { errno: 0, message: String::new() };
+        if tx.blocking_send(event(incoming_event::Event::Result(ok))).is_ok() {
             forward(&incoming, &parked, &sub, events, &tx);
         }
         incoming.end(&sub);
@@ -118,12 +104,7 @@ fn forward(
     let mut last = Instant::now();
     while !tx.is_closed() {
         match events.recv_timeout(Duration::from_millis(500)) {
-            Ok(Event::Conn {
-                kind: k,
-                peer,
-                local,
-                fd,
-            }) => {
+            Ok(Event::Conn { kind: k, peer, local, fd }) => {
                 let id = incoming.next_id();
                 parked.park(id, k, fd);
                 let c = proto::IncomingConnection {
@@ -132,10 +113,7 @@ fn forward(
                     peer: peer.to_string(),
                     local: local.to_string(),
                 };
-                if tx
-                    .blocking_send(event(incoming_event::Event::Connection(c)))
-                    .is_err()
-                {
+                if tx.blocking_send(event(incoming_event::Event::Connection(c))).is_err() {
                     return;
                 }
             }
@@ -146,10 +124,7 @@ fn forward(
             last = Instant::now();
             let now = sub.stats.snapshot();
             if now != sent {
-                if tx
-                    .blocking_send(event(incoming_event::Event::Stats(now.clone().into())))
-                    .is_err()
-                {
+                if tx.blocking_send(event(incoming_event::Event::Stats(now.clone().into()))).is_err() {
                     return;
                 }
                 sent = now;
@@ -161,42 +136,24 @@ fn forward(
 pub type Bytes = ReceiverStream<Result<IncomingServer, Status>>;
 
 /// `AcceptIncoming`: relays one parked connection.
-pub async fn accept(
-    parked: Parked,
-    mut inbound: Streaming<IncomingClient>,
-) -> Result<Bytes, Status> {
+pub async fn accept(parked: Parked, mut inbound: Streaming<IncomingClient>) -> Result<Bytes, Status> {
     let id = match inbound.message().await? {
-        Some(IncomingClient {
-            msg: Some(incoming_client::Msg::Open(id)),
-        }) => id,
+        Some(IncomingClient { msg: Some(incoming_client::Msg::Open(id)) }) => id,
         _ => {
-            return Err(Status::invalid_argument(
-                "the first AcceptIncoming message must be `open`",
-            ));
+            return Err(Status::invalid_argument("the first AcceptIncoming message must be `open`"));
         }
     };
-    let (k, fd) = parked
-        .take(id)
-        .ok_or_else(|| Status::not_found(format!("no connection {id} is waiting")))?;
+    let (k, fd) = parked.take(id).ok_or_else(|| Status::not_found(format!("no connection {id} is waiting")))?;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let io: (
-        Box<dyn AsyncRead + Send + Unpin>,
-        Box<dyn AsyncWrite + Send + Unpin>,
-    ) = if k == ConnectionKind::Socket {
+    let io: (Box<dyn AsyncRead + Send + Unpin>, Box<dyn AsyncWrite + Send + Unpin>) = if k == ConnectionKind::Socket {
         let s = std::net::TcpStream::from(fd);
-        s.set_nonblocking(true)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let (r, w) = tokio::net::TcpStream::from_std(s)
-            .map_err(|e| Status::internal(e.to_string()))?
-            .into_split();
+        s.set_nonblocking(true).map_err(|e| Status::internal(e.to_string()))?;
+        let (r, w) = tokio::net::TcpStream::from_std(s).map_err(|e| Status::internal(e.to_string()))?.into_split();
         (Box::new(r), Box::new(w))
     } else {
         let s = std::os::unix::net::UnixStream::from(fd);
-        s.set_nonblocking(true)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let (r, w) = tokio::net::UnixStream::from_std(s)
-            .map_err(|e| Status::internal(e.to_string()))?
-            .into_split();
+        s.set_nonblocking(true).map_err(|e| Status::internal(e.to_string()))?;
+        let (r, w) = tokio::net::UnixStream::from_std(s).map_err(|e| Status::internal(e.to_string()))?.into_split();
         (Box::new(r), Box::new(w))
     };
     tokio::spawn(relay(io, inbound, tx));
@@ -204,10 +161,7 @@ pub async fn accept(
 }
 
 async fn relay(
-    (mut r, mut w): (
-        Box<dyn AsyncRead + Send + Unpin>,
-        Box<dyn AsyncWrite + Send + Unpin>,
-    ),
+    (mut r, mut w): (Box<dyn AsyncRead + Send + Unpin>, Box<dyn AsyncWrite + Send + Unpin>),
     mut inbound: Streaming<IncomingClient>,
     tx: tokio::sync::mpsc::Sender<Result<IncomingServer, Status>>,
 ) {
@@ -217,9 +171,7 @@ async fn relay(
             match r.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
-                    let m = IncomingServer {
-                        msg: Some(incoming_server::Msg::Data(buf[..n].to_vec())),
-                    };
+                    let m = IncomingServer { msg: Some(incoming_server::Msg::Data(buf[..n].to_vec())) };
                     if tx.send(Ok(m)).await.is_err() {
                         return;
                     }
@@ -228,10 +180,7 @@ async fn relay(
         }
     };
     let up = async {
-        while let Ok(Some(IncomingClient {
-            msg: Some(incoming_client::Msg::Data(d)),
-        })) = inbound.message().await
-        {
+        while let Ok(Some(IncomingClient { msg: Some(incoming_client::Msg::Data(d)) })) = inbound.message().await {
             if w.write_all(&d).await.is_err() {
                 return;
             }

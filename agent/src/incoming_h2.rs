@@ -110,13 +110,8 @@ pub async fn serve(
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(conn.forward(req).await) }
     });
-    let io = TokioIo::new(Prefixed {
-        seen,
-        inner: client,
-    });
-    let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .serve_connection(io, service)
-        .await;
+    let io = TokioIo::new(Prefixed { seen, inner: client });
+    let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, service).await;
     if let Err(e) = served {
         tracing::debug!(%peer, err = %e, "a filtered HTTP/2 connection ended with an error");
     }
@@ -127,10 +122,7 @@ impl Conn {
     async fn forward(&self, req: Request<Incoming>) -> Response<Body> {
         if req.method() == hyper::Method::CONNECT {
             // A tunnel would need both sides' upgrades joined: refused rather than half done.
-            return answer(
-                StatusCode::NOT_IMPLEMENTED,
-                "CONNECT is not relayed by tether",
-            );
+            return answer(StatusCode::NOT_IMPLEMENTED, "CONNECT is not relayed by tether");
         }
         let to_program = self.sub.active() && matches(&self.filter, &req);
         let (dest, sender) = self.choose(to_program).await;
@@ -166,10 +158,7 @@ impl Conn {
             }
         }
         let target = self.sender(Dest::Target).await;
-        (
-            Dest::Target,
-            target.map(|s| s.expect("the target always has one")),
-        )
+        (Dest::Target, target.map(|s| s.expect("the target always has one")))
     }
 
     /// The side's HTTP/2 connection: the open one, or a new one when there is none (or it
@@ -210,10 +199,7 @@ impl Conn {
         let Some(stream) = program_stream(&self.sub, self.peer, self.orig) else {
             return Ok(None);
         };
-        let stream = Counted {
-            sub: self.sub.clone(),
-            inner: stream,
-        };
+        let stream = Counted { sub: self.sub.clone(), inner: stream };
         handshake(stream, "program").await.map(Some)
     }
 }
@@ -242,18 +228,12 @@ fn matches<B>(filter: &Filter, req: &Request<B>) -> bool {
     let mut headers: Vec<httparse::Header> = req
         .headers()
         .iter()
-        .map(|(name, value)| httparse::Header {
-            name: name.as_str(),
-            value: value.as_bytes(),
-        })
+        .map(|(name, value)| httparse::Header { name: name.as_str(), value: value.as_bytes() })
         .collect();
     if let Some(authority) = req.uri().authority()
         && !req.headers().contains_key(hyper::header::HOST)
     {
-        headers.push(httparse::Header {
-            name: "host",
-            value: authority.as_str().as_bytes(),
-        });
+        headers.push(httparse::Header { name: "host", value: authority.as_str().as_bytes() });
     }
     filter.matches(path, &headers)
 }
@@ -270,8 +250,7 @@ fn bad_gateway(dest: Dest) -> Response<Body> {
 fn answer(status: StatusCode, why: &'static str) -> Response<Body> {
     let mut resp = Response::new(Either::Right(Empty::new()));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert("x-tether", hyper::header::HeaderValue::from_static(why));
+    resp.headers_mut().insert("x-tether", hyper::header::HeaderValue::from_static(why));
     resp
 }
 
@@ -282,11 +261,7 @@ struct Prefixed {
 }
 
 impl AsyncRead for Prefixed {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if !self.seen.is_empty() {
             let n = self.seen.len().min(buf.remaining());
             buf.put_slice(&self.seen[..n]);
@@ -298,11 +273,7 @@ impl AsyncRead for Prefixed {
 }
 
 impl AsyncWrite for Prefixed {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -322,27 +293,16 @@ struct Counted {
 }
 
 impl AsyncRead for Counted {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        SubStats::add(
-            &self.sub.stats.bytes_out,
-            (buf.filled().len() - before) as u64,
-        );
+        SubStats::add(&self.sub.stats.bytes_out, (buf.filled().len() - before) as u64);
         r
     }
 }
 
 impl AsyncWrite for Counted {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &r {
             SubStats::add(&self.sub.stats.bytes_in, *n as u64);
@@ -365,11 +325,7 @@ mod tests {
     use tether_protocol::fdpass::HttpFilter;
 
     fn filter(header: Option<&str>, path: Option<&str>) -> Filter {
-        Filter::new(&HttpFilter {
-            header: header.map(Into::into),
-            path: path.map(Into::into),
-        })
-        .unwrap()
+        Filter::new(&HttpFilter { header: header.map(Into::into), path: path.map(Into::into) }).unwrap()
     }
 
     fn req(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
@@ -384,14 +340,8 @@ mod tests {
     fn an_http2_servers_settings_are_recognised() {
         assert!(is_settings(&[0, 0, 12, 4, 0, 0, 0, 0, 0]));
         assert!(is_settings(&[0, 0, 0, 4, 0, 0, 0, 0, 0]));
-        assert!(
-            !is_settings(&[0, 0, 0, 4, 1, 0, 0, 0, 0]),
-            "an acknowledgement"
-        );
-        assert!(
-            !is_settings(&[0, 0, 7, 4, 0, 0, 0, 0, 0]),
-            "not whole settings"
-        );
+        assert!(!is_settings(&[0, 0, 0, 4, 1, 0, 0, 0, 0]), "an acknowledgement");
+        assert!(!is_settings(&[0, 0, 7, 4, 0, 0, 0, 0, 0]), "not whole settings");
         assert!(!is_settings(b"SSH-2.0-x"));
         assert!(!is_settings(b"220 smtp "));
     }
@@ -402,14 +352,8 @@ mod tests {
         assert!(matches(&user, &req("http://a/", &[("X-User", "me")])));
         assert!(!matches(&user, &req("http://a/", &[("x-user", "you")])));
         let host = filter(Some("^host: api:8080$"), None);
-        assert!(
-            matches(&host, &req("http://api:8080/", &[])),
-            ":authority is seen as host"
-        );
-        assert!(
-            !matches(&host, &req("http://api:8080/", &[("host", "other")])),
-            "a host header of its own wins"
-        );
+        assert!(matches(&host, &req("http://api:8080/", &[])), ":authority is seen as host");
+        assert!(!matches(&host, &req("http://api:8080/", &[("host", "other")])), "a host header of its own wins");
         let path = filter(None, Some("^/pkg.Svc/Call[?]x=1$"));
         assert!(matches(&path, &req("http://a/pkg.Svc/Call?x=1", &[])));
         assert!(!matches(&path, &req("http://a/pkg.Svc/Other", &[])));

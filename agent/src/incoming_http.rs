@@ -43,17 +43,11 @@ impl Filter {
         let compile = |what: &str, p: &Option<String>| -> Result<Option<Regex>, String> {
             p.as_deref()
                 .map(|p| {
-                    RegexBuilder::new(p)
-                        .size_limit(1 << 20)
-                        .build()
-                        .map_err(|e| format!("http_filter.{what}: {e}"))
+                    RegexBuilder::new(p).size_limit(1 << 20).build().map_err(|e| format!("http_filter.{what}: {e}"))
                 })
                 .transpose()
         };
-        Ok(Filter {
-            header: compile("header", &f.header)?,
-            path: compile("path", &f.path)?,
-        })
+        Ok(Filter { header: compile("header", &f.header)?, path: compile("path", &f.path)? })
     }
 
     /// Whether a request with this target and these headers goes to the subscriber.
@@ -92,11 +86,7 @@ struct Side {
 impl Side {
     fn tcp(s: TcpStream) -> Side {
         let (r, w) = s.into_split();
-        Side {
-            r: Box::new(r),
-            w: Box::new(w),
-            buf: Vec::new(),
-        }
+        Side { r: Box::new(r), w: Box::new(w), buf: Vec::new() }
     }
 }
 
@@ -119,11 +109,7 @@ pub enum Framing {
 }
 
 fn header<'a>(headers: &'a [httparse::Header], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .rev()
-        .find(|h| h.name.eq_ignore_ascii_case(name))
-        .and_then(|h| std::str::from_utf8(h.value).ok())
+    headers.iter().rev().find(|h| h.name.eq_ignore_ascii_case(name)).and_then(|h| std::str::from_utf8(h.value).ok())
 }
 
 fn has_token(headers: &[httparse::Header], name: &str, token: &str) -> bool {
@@ -136,13 +122,7 @@ fn has_token(headers: &[httparse::Header], name: &str, token: &str) -> bool {
 
 fn chunked(headers: &[httparse::Header]) -> bool {
     header(headers, "transfer-encoding")
-        .map(|v| {
-            v.rsplit(',')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case("chunked")
-        })
+        .map(|v| v.rsplit(',').next().unwrap_or("").trim().eq_ignore_ascii_case("chunked"))
         .unwrap_or(false)
 }
 
@@ -151,11 +131,7 @@ fn length(headers: &[httparse::Header]) -> Option<u64> {
 }
 
 pub fn request_framing(headers: &[httparse::Header]) -> Framing {
-    if chunked(headers) {
-        Framing::Chunked
-    } else {
-        length(headers).map_or(Framing::None, Framing::Length)
-    }
+    if chunked(headers) { Framing::Chunked } else { length(headers).map_or(Framing::None, Framing::Length) }
 }
 
 pub fn response_framing(head_request: bool, status: u16, headers: &[httparse::Header]) -> Framing {
@@ -178,12 +154,7 @@ fn closes(version: u8, headers: &[httparse::Header]) -> bool {
 }
 
 /// Copies one body from `buf` + `r` to `w`; returns the bytes moved.
-async fn forward_body(
-    r: &mut Reader,
-    buf: &mut Vec<u8>,
-    w: &mut Writer,
-    framing: Framing,
-) -> io::Result<u64> {
+async fn forward_body(r: &mut Reader, buf: &mut Vec<u8>, w: &mut Writer, framing: Framing) -> io::Result<u64> {
     let mut moved = 0u64;
     match framing {
         Framing::None => {}
@@ -247,12 +218,7 @@ async fn read_line(r: &mut Reader, buf: &mut Vec<u8>) -> io::Result<usize> {
     }
 }
 
-async fn forward_exact(
-    r: &mut Reader,
-    buf: &mut Vec<u8>,
-    w: &mut Writer,
-    mut n: u64,
-) -> io::Result<u64> {
+async fn forward_exact(r: &mut Reader, buf: &mut Vec<u8>, w: &mut Writer, mut n: u64) -> io::Result<u64> {
     let total = n;
     while n > 0 {
         if buf.is_empty() && fill(r, buf).await? == 0 {
@@ -289,8 +255,7 @@ async fn forward_response(
                 Ok(httparse::Status::Complete(len)) => {
                     let status = resp.code.unwrap_or(0);
                     let framing = response_framing(head_request, status, resp.headers);
-                    let close = closes(resp.version.unwrap_or(1), resp.headers)
-                        || framing == Framing::UntilClose;
+                    let close = closes(resp.version.unwrap_or(1), resp.headers) || framing == Framing::UntilClose;
                     break (len, status, framing, close);
                 }
                 Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => {
@@ -299,10 +264,7 @@ async fn forward_response(
                     }
                 }
                 _ => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "not an HTTP/1.x response",
-                    ));
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "not an HTTP/1.x response"));
                 }
             }
         };
@@ -311,22 +273,14 @@ async fn forward_response(
         bytes += len as u64;
         if status == 101 {
             w.flush().await?;
-            return Ok(Answered {
-                close: false,
-                upgraded: true,
-                bytes,
-            });
+            return Ok(Answered { close: false, upgraded: true, bytes });
         }
         if (100..200).contains(&status) {
             w.flush().await?;
             continue; // an interim response: the real one follows
         }
         bytes += forward_body(r, buf, w, framing).await?;
-        return Ok(Answered {
-            close,
-            upgraded: false,
-            bytes,
-        });
+        return Ok(Answered { close, upgraded: false, bytes });
     }
 }
 
@@ -353,13 +307,7 @@ const BAD_GATEWAY: &[u8] =
     b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\nX-Tether: the local program did not answer\r\n\r\n";
 
 /// Relays one redirected client connection through the filter.
-pub async fn relay(
-    inc: Arc<Incoming>,
-    sub: Arc<Sub>,
-    mut client: TcpStream,
-    peer: SocketAddr,
-    orig: SocketAddr,
-) {
+pub async fn relay(inc: Arc<Incoming>, sub: Arc<Sub>, mut client: TcpStream, peer: SocketAddr, orig: SocketAddr) {
     let filter = sub.filter.clone().expect("a filtered subscription");
     let upstream = match connect_bypass(&inc.netns, orig).await {
         Ok(s) => s,
@@ -414,9 +362,7 @@ pub async fn relay(
                         to_program,
                     );
                 }
-                Ok(httparse::Status::Partial)
-                    if client.buf.len() <= MAX_HEAD && !client.buf.is_empty() =>
-                {
+                Ok(httparse::Status::Partial) if client.buf.len() <= MAX_HEAD && !client.buf.is_empty() => {
                     match fill(&mut client.r, &mut client.buf).await {
                         Ok(0) | Err(_) => return,
                         Ok(_) => {}
@@ -450,11 +396,7 @@ pub async fn relay(
             program = open_program(&sub, peer, orig);
         }
         let to_program = to_program && program.is_some();
-        let dest = if to_program {
-            program.as_mut().expect("opened")
-        } else {
-            &mut target
-        };
+        let dest = if to_program { program.as_mut().expect("opened") } else { &mut target };
         if to_program {
             SubStats::add(&sub.stats.requests_matched, 1);
         } else {
@@ -468,16 +410,8 @@ pub async fn relay(
             }
             return;
         }
-        let Side {
-            r: cr,
-            w: cw,
-            buf: cbuf,
-        } = &mut client;
-        let Side {
-            r: dr,
-            w: dw,
-            buf: dbuf,
-        } = dest;
+        let Side { r: cr, w: cw, buf: cbuf } = &mut client;
+        let Side { r: dr, w: dw, buf: dbuf } = dest;
         let body = forward_body(cr, cbuf, dw, framing);
         let answer = forward_response(dr, dbuf, cw, head_request);
         let (body, answer) = tokio::join!(body, answer);
@@ -501,15 +435,7 @@ pub async fn relay(
             SubStats::add(&sub.stats.bytes_out, answered.bytes);
         }
         if answered.upgraded {
-            tunnel(
-                &mut client,
-                if to_program {
-                    program.as_mut().expect("opened")
-                } else {
-                    &mut target
-                },
-            )
-            .await;
+            tunnel(&mut client, if to_program { program.as_mut().expect("opened") } else { &mut target }).await;
             return;
         }
         if close || answered.close || body.is_err() {
@@ -544,11 +470,7 @@ async fn starts_h2(client: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
 
 /// A Unix stream pair for this client connection: the other end is handed to the subscriber as
 /// kind `stream`; `None` when the subscriber takes no connection now.
-pub fn program_stream(
-    sub: &Sub,
-    peer: SocketAddr,
-    orig: SocketAddr,
-) -> Option<tokio::net::UnixStream> {
+pub fn program_stream(sub: &Sub, peer: SocketAddr, orig: SocketAddr) -> Option<tokio::net::UnixStream> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().ok()?;
     ours.set_nonblocking(true).ok()?;
     if !sub.deliver(ConnectionKind::Stream, peer, orig, theirs.into()) {
@@ -560,11 +482,7 @@ pub fn program_stream(
 /// Opens the subscriber's side for this client connection.
 fn open_program(sub: &Sub, peer: SocketAddr, orig: SocketAddr) -> Option<Side> {
     let (r, w) = program_stream(sub, peer, orig)?.into_split();
-    Some(Side {
-        r: Box::new(r),
-        w: Box::new(w),
-        buf: Vec::new(),
-    })
+    Some(Side { r: Box::new(r), w: Box::new(w), buf: Vec::new() })
 }
 
 #[cfg(test)]
@@ -572,89 +490,40 @@ mod tests {
     use super::*;
 
     fn h<'a>(name: &'a str, value: &'a str) -> httparse::Header<'a> {
-        httparse::Header {
-            name,
-            value: value.as_bytes(),
-        }
+        httparse::Header { name, value: value.as_bytes() }
     }
 
     #[test]
     fn filters_match_header_lines_and_paths() {
-        let f = Filter::new(&HttpFilter {
-            header: Some("^x-user: me$".into()),
-            path: None,
-        })
-        .unwrap();
+        let f = Filter::new(&HttpFilter { header: Some("^x-user: me$".into()), path: None }).unwrap();
         assert!(f.matches("/", &[h("Host", "a"), h("X-User", "me")]));
         assert!(!f.matches("/", &[h("X-User", "you")]));
         assert!(!f.matches("/", &[]));
-        let f = Filter::new(&HttpFilter {
-            header: None,
-            path: Some("^/api/".into()),
-        })
-        .unwrap();
+        let f = Filter::new(&HttpFilter { header: None, path: Some("^/api/".into()) }).unwrap();
         assert!(f.matches("/api/v1?x=1", &[]));
         assert!(!f.matches("/web/api/", &[]));
-        let q = Filter::new(&HttpFilter {
-            header: None,
-            path: Some("[?&]debug=1".into()),
-        })
-        .unwrap();
-        assert!(
-            q.matches("/x?a=2&debug=1", &[]),
-            "the query string is part of the path"
-        );
-        let exact = Filter::new(&HttpFilter {
-            header: Some("^X-User: Me$".into()),
-            path: None,
-        })
-        .unwrap();
-        assert!(
-            exact.matches("/", &[h("X-User", "Me")]),
-            "the name as sent matches too"
-        );
-        let both = Filter::new(&HttpFilter {
-            header: Some("^x-user: me$".into()),
-            path: Some("^/api".into()),
-        })
-        .unwrap();
+        let q = Filter::new(&HttpFilter { header: None, path: Some("[?&]debug=1".into()) }).unwrap();
+        assert!(q.matches("/x?a=2&debug=1", &[]), "the query string is part of the path");
+        let exact = Filter::new(&HttpFilter { header: Some("^X-User: Me$".into()), path: None }).unwrap();
+        assert!(exact.matches("/", &[h("X-User", "Me")]), "the name as sent matches too");
+        let both =
+            Filter::new(&HttpFilter { header: Some("^x-user: me$".into()), path: Some("^/api".into()) }).unwrap();
         assert!(both.matches("/api", &[h("x-user", "me")]));
         assert!(!both.matches("/api", &[]));
         assert!(!both.matches("/", &[h("x-user", "me")]));
-        assert!(
-            Filter::new(&HttpFilter {
-                header: Some("[".into()),
-                path: None
-            })
-            .is_err()
-        );
+        assert!(Filter::new(&HttpFilter { header: Some("[".into()), path: None }).is_err());
     }
 
     #[test]
     fn framing_follows_rfc_9112() {
-        assert_eq!(
-            request_framing(&[h("Content-Length", "5")]),
-            Framing::Length(5)
-        );
-        assert_eq!(
-            request_framing(&[h("Transfer-Encoding", "gzip, chunked")]),
-            Framing::Chunked
-        );
+        assert_eq!(request_framing(&[h("Content-Length", "5")]), Framing::Length(5));
+        assert_eq!(request_framing(&[h("Transfer-Encoding", "gzip, chunked")]), Framing::Chunked);
         assert_eq!(request_framing(&[]), Framing::None);
         assert_eq!(response_framing(false, 200, &[]), Framing::UntilClose);
-        assert_eq!(
-            response_framing(true, 200, &[h("content-length", "9")]),
-            Framing::None
-        );
+        assert_eq!(response_framing(true, 200, &[h("content-length", "9")]), Framing::None);
         assert_eq!(response_framing(false, 204, &[]), Framing::None);
-        assert_eq!(
-            response_framing(false, 304, &[h("content-length", "9")]),
-            Framing::None
-        );
-        assert_eq!(
-            response_framing(false, 200, &[h("content-length", "9")]),
-            Framing::Length(9)
-        );
+        assert_eq!(response_framing(false, 304, &[h("content-length", "9")]), Framing::None);
+        assert_eq!(response_framing(false, 200, &[h("content-length", "9")]), Framing::Length(9));
         assert!(closes(0, &[]));
         assert!(!closes(0, &[h("Connection", "Keep-Alive")]));
         assert!(closes(1, &[h("connection", "upgrade, close")]));
@@ -668,9 +537,7 @@ mod tests {
         let mut buf = input.to_vec();
         let (a, mut b) = tokio::io::duplex(1024);
         let mut w: Writer = Box::new(a);
-        let n = forward_body(&mut r, &mut buf, &mut w, Framing::Chunked)
-            .await
-            .unwrap();
+        let n = forward_body(&mut r, &mut buf, &mut w, Framing::Chunked).await.unwrap();
         drop(w);
         let mut out = Vec::new();
         b.read_to_end(&mut out).await.unwrap();
@@ -682,9 +549,7 @@ mod tests {
         let mut r: Reader = Box::new(&b"defgh"[..]);
         let (a, mut b) = tokio::io::duplex(1024);
         let mut w: Writer = Box::new(a);
-        forward_body(&mut r, &mut buf, &mut w, Framing::Length(6))
-            .await
-            .unwrap();
+        forward_body(&mut r, &mut buf, &mut w, Framing::Length(6)).await.unwrap();
         drop(w);
         let mut out = Vec::new();
         b.read_to_end(&mut out).await.unwrap();
@@ -693,15 +558,12 @@ mod tests {
 
     #[tokio::test]
     async fn interim_responses_pass_before_the_final_one() {
-        let resp: &[u8] =
-            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA";
+        let resp: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA";
         let mut r: Reader = Box::new(resp);
         let mut buf = Vec::new();
         let (a, mut b) = tokio::io::duplex(1024);
         let mut w: Writer = Box::new(a);
-        let got = forward_response(&mut r, &mut buf, &mut w, false)
-            .await
-            .unwrap();
+        let got = forward_response(&mut r, &mut buf, &mut w, false).await.unwrap();
         drop(w);
         assert!(!got.close && !got.upgraded);
         let mut out = Vec::new();

@@ -39,19 +39,12 @@ const BATCH: Duration = Duration::from_millis(2);
 pub fn start(netns: &NetnsThread, sub: Arc<Sub>) -> io::Result<()> {
     let port = sub.port;
     let sock = netns.run_blocking(move || packet_socket(port))??;
-    std::thread::Builder::new()
-        .name(format!("mirror-{port}"))
-        .spawn(move || Sniffer::new(sock, sub).run())?;
+    std::thread::Builder::new().name(format!("mirror-{port}")).spawn(move || Sniffer::new(sock, sub).run())?;
     Ok(())
 }
 
 fn stmt(code: u16, k: u32) -> libc::sock_filter {
-    libc::sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    }
+    libc::sock_filter { code, jt: 0, jf: 0, k }
 }
 
 fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
@@ -100,22 +93,13 @@ pub fn filter(port: u16) -> Vec<libc::sock_filter> {
 fn packet_socket(port: u16) -> io::Result<OwnedFd> {
     let proto = (libc::ETH_P_ALL as u16).to_be() as i32;
     // SAFETY: plain syscalls; the descriptor is owned right away.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            proto,
-        )
-    };
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, proto) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let prog = filter(port);
-    let fprog = libc::sock_fprog {
-        len: prog.len() as u16,
-        filter: prog.as_ptr() as *mut _,
-    };
+    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut _ };
     let r = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
@@ -130,15 +114,7 @@ fn packet_socket(port: u16) -> io::Result<OwnedFd> {
     }
     let size: i32 = 8 << 20;
     for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-        let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&size as *const i32).cast(),
-                4,
-            )
-        };
+        let r = unsafe { libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, opt, (&size as *const i32).cast(), 4) };
         if r == 0 {
             break;
         }
@@ -165,39 +141,23 @@ pub fn parse(pkt: &[u8]) -> Option<Segment<'_>> {
         4 => {
             let ihl = usize::from(pkt[0] & 0x0f) * 4;
             let total = usize::from(u16::from_be_bytes(pkt.get(2..4)?.try_into().ok()?));
-            let end = if total == 0 {
-                pkt.len()
-            } else {
-                total.min(pkt.len())
-            };
+            let end = if total == 0 { pkt.len() } else { total.min(pkt.len()) };
             if *pkt.get(9)? != libc::IPPROTO_TCP as u8 || ihl < 20 || end < ihl {
                 return None;
             }
             let src: [u8; 4] = pkt.get(12..16)?.try_into().ok()?;
             let dst: [u8; 4] = pkt.get(16..20)?.try_into().ok()?;
-            (
-                Ipv4Addr::from(src).into(),
-                Ipv4Addr::from(dst).into(),
-                &pkt[ihl..end],
-            )
+            (Ipv4Addr::from(src).into(), Ipv4Addr::from(dst).into(), &pkt[ihl..end])
         }
         6 => {
             let len = usize::from(u16::from_be_bytes(pkt.get(4..6)?.try_into().ok()?));
             if *pkt.get(6)? != libc::IPPROTO_TCP as u8 || pkt.len() < 40 {
                 return None;
             }
-            let end = if len == 0 {
-                pkt.len()
-            } else {
-                (40 + len).min(pkt.len())
-            };
+            let end = if len == 0 { pkt.len() } else { (40 + len).min(pkt.len()) };
             let src: [u8; 16] = pkt.get(8..24)?.try_into().ok()?;
             let dst: [u8; 16] = pkt.get(24..40)?.try_into().ok()?;
-            (
-                Ipv6Addr::from(src).into(),
-                Ipv6Addr::from(dst).into(),
-                &pkt[40..end],
-            )
+            (Ipv6Addr::from(src).into(), Ipv6Addr::from(dst).into(), &pkt[40..end])
         }
         _ => return None,
     };
@@ -236,17 +196,9 @@ impl Sink for SubSink {
         ours.set_nonblocking(true).ok()?;
         let size: i32 = 1 << 20;
         unsafe {
-            libc::setsockopt(
-                ours.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                (&size as *const i32).cast(),
-                4,
-            )
+            libc::setsockopt(ours.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, (&size as *const i32).cast(), 4)
         };
-        self.0
-            .deliver(ConnectionKind::Mirror, peer, local, theirs.into())
-            .then_some(ours)
+        self.0.deliver(ConnectionKind::Mirror, peer, local, theirs.into()).then_some(ours)
     }
     fn stats(&self) -> &SubStats {
         &self.0.stats
@@ -273,11 +225,7 @@ pub struct Reassembler<S: Sink> {
 
 impl<S: Sink> Reassembler<S> {
     pub fn new(port: u16, sink: S) -> Self {
-        Reassembler {
-            port,
-            flows: HashMap::new(),
-            sink,
-        }
+        Reassembler { port, flows: HashMap::new(), sink }
     }
 
     #[cfg(test)]
@@ -291,11 +239,7 @@ impl<S: Sink> Reassembler<S> {
         }
         let key = (seg.src, seg.dst);
         if seg.syn && !seg.ack {
-            if self
-                .flows
-                .get(&key)
-                .is_some_and(|f| f.next == seg.seq.wrapping_add(1))
-            {
+            if self.flows.get(&key).is_some_and(|f| f.next == seg.seq.wrapping_add(1)) {
                 return; // a retransmitted SYN
             }
             if self.flows.len() >= MAX_FLOWS {
@@ -331,14 +275,7 @@ impl<S: Sink> Reassembler<S> {
         self.settle(key);
     }
 
-    fn data(
-        sink: &mut S,
-        flow: &mut Flow,
-        peer: SocketAddr,
-        local: SocketAddr,
-        seq: u32,
-        payload: &[u8],
-    ) {
+    fn data(sink: &mut S, flow: &mut Flow, peer: SocketAddr, local: SocketAddr, seq: u32, payload: &[u8]) {
         if flow.dead {
             return;
         }
@@ -360,11 +297,7 @@ impl<S: Sink> Reassembler<S> {
         Self::emit(sink, flow, peer, local, &payload[skip..]);
         // Held segments that now fit.
         loop {
-            let Some(i) = flow
-                .held
-                .iter()
-                .position(|(s, _)| (s.wrapping_sub(flow.next) as i32) <= 0)
-            else {
+            let Some(i) = flow.held.iter().position(|(s, _)| (s.wrapping_sub(flow.next) as i32) <= 0) else {
                 break;
             };
             let (s, data) = flow.held.swap_remove(i);
@@ -448,12 +381,7 @@ impl<S: Sink> Reassembler<S> {
 
     /// Retries pending writes and forgets idle flows.
     pub fn tick(&mut self) {
-        let keys: Vec<_> = self
-            .flows
-            .iter()
-            .filter(|(_, f)| !f.pending.is_empty())
-            .map(|(k, _)| *k)
-            .collect();
+        let keys: Vec<_> = self.flows.iter().filter(|(_, f)| !f.pending.is_empty()).map(|(k, _)| *k).collect();
         for key in keys {
             if let Some(flow) = self.flows.get_mut(&key) {
                 Self::flush(&mut self.sink, flow);
@@ -464,12 +392,7 @@ impl<S: Sink> Reassembler<S> {
     }
 
     fn evict_oldest(&mut self) {
-        if let Some(key) = self
-            .flows
-            .iter()
-            .min_by_key(|(_, f)| f.last)
-            .map(|(k, _)| *k)
-        {
+        if let Some(key) = self.flows.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| *k) {
             self.flows.remove(&key);
         }
     }
@@ -494,21 +417,12 @@ impl Sniffer {
         let mut buf = vec![0u8; 0x40000];
         let mut last_tick = Instant::now();
         while self.sub.active() {
-            let mut pfd = libc::pollfd {
-                fd: self.sock.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
+            let mut pfd = libc::pollfd { fd: self.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 };
             unsafe { libc::poll(&mut pfd, 1, 100) };
             let mut got = 0;
             loop {
                 let n = unsafe {
-                    libc::recv(
-                        self.sock.as_raw_fd(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                        libc::MSG_DONTWAIT,
-                    )
+                    libc::recv(self.sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
                 };
                 if n <= 0 {
                     break;
@@ -581,10 +495,7 @@ mod tests {
         let s = parse(&p).unwrap();
         assert_eq!(s.src, "198.19.0.1:40000".parse().unwrap());
         assert_eq!(s.dst, "198.18.0.10:80".parse().unwrap());
-        assert_eq!(
-            (s.seq, s.fin, s.syn, s.ack, s.payload),
-            (7, true, false, true, &b"hi"[..])
-        );
+        assert_eq!((s.seq, s.fin, s.syn, s.ack, s.payload), (7, true, false, true, &b"hi"[..]));
         assert!(parse(&p[..30]).is_none());
         let mut udp = p.clone();
         udp[9] = 17;
@@ -593,10 +504,7 @@ mod tests {
 
     #[test]
     fn streams_are_rebuilt_in_order_without_duplicates() {
-        let sink = TestSink {
-            stats: SubStats::default(),
-            opened: Vec::new(),
-        };
+        let sink = TestSink { stats: SubStats::default(), opened: Vec::new() };
         let mut r = Reassembler::new(80, sink);
         // Data of a connection whose SYN we never saw is ignored.
         r.segment(&parse(&packet(500, ACK, b"old")).unwrap());
@@ -611,28 +519,16 @@ mod tests {
         r.segment(&parse(&packet(base.wrapping_add(16), ACK | FIN, b"")).unwrap());
         assert_eq!(r.flows(), 0, "finished at the FIN");
         let (peer, local, mut s) = r.sink.opened.pop().unwrap();
-        assert_eq!(
-            (peer.to_string(), local.to_string()),
-            ("198.19.0.1:40000".into(), "198.18.0.10:80".into())
-        );
+        assert_eq!((peer.to_string(), local.to_string()), ("198.19.0.1:40000".into(), "198.18.0.10:80".into()));
         let mut got = Vec::new();
         s.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"GET / HTTP/1\r\n\r\n");
-        assert_eq!(
-            r.sink
-                .stats
-                .bytes_in
-                .load(std::sync::atomic::Ordering::Relaxed),
-            16
-        );
+        assert_eq!(r.sink.stats.bytes_in.load(std::sync::atomic::Ordering::Relaxed), 16);
     }
 
     #[test]
     fn a_hole_that_never_fills_ends_the_copy() {
-        let sink = TestSink {
-            stats: SubStats::default(),
-            opened: Vec::new(),
-        };
+        let sink = TestSink { stats: SubStats::default(), opened: Vec::new() };
         let mut r = Reassembler::new(80, sink);
         r.segment(&parse(&packet(0, SYN, b"")).unwrap());
         r.segment(&parse(&packet(1, ACK, b"a")).unwrap());
@@ -642,13 +538,7 @@ mod tests {
             r.segment(&parse(&packet(seq, ACK, &chunk)).unwrap());
             seq += 1400;
         }
-        assert_eq!(
-            r.sink
-                .stats
-                .dropped
-                .load(std::sync::atomic::Ordering::Relaxed),
-            1
-        );
+        assert_eq!(r.sink.stats.dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
         let (_, _, mut s) = r.sink.opened.pop().unwrap();
         let mut got = Vec::new();
         s.read_to_end(&mut got).unwrap();
@@ -661,10 +551,7 @@ mod tests {
         assert_eq!(f.len(), 19);
         for (i, ins) in f.iter().enumerate() {
             if ins.code & 0x07 == 0x05 {
-                assert!(
-                    i + 1 + (ins.jt as usize) < f.len() && i + 1 + (ins.jf as usize) < f.len(),
-                    "jump at {i}"
-                );
+                assert!(i + 1 + (ins.jt as usize) < f.len() && i + 1 + (ins.jf as usize) < f.len(), "jump at {i}");
             }
         }
         // The port is compared in both families, and the program ends in accept / reject.

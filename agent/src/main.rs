@@ -98,9 +98,9 @@ struct TargetFds {
 
 fn describe(e: &io::Error) -> String {
     match e.raw_os_error() {
-        Some(libc::EACCES) | Some(libc::EPERM) => format!(
-            "{e}; the agent needs root (or CAP_SYS_PTRACE and CAP_SYS_ADMIN) over the target"
-        ),
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            format!("{e}; the agent needs root (or CAP_SYS_PTRACE and CAP_SYS_ADMIN) over the target")
+        }
         Some(libc::ENOENT) | Some(libc::ESRCH) => format!("{e}; has the process exited?"),
         _ => e.to_string(),
     }
@@ -206,9 +206,7 @@ fn main() {
     let mut cli = Cli::parse();
     let token = match std::env::var(AGENT_TOKEN) {
         Ok(t) if !t.is_empty() => t,
-        _ => fail(&format!(
-            "{AGENT_TOKEN} is not set; the agent takes its session token from the environment only"
-        )),
+        _ => fail(&format!("{AGENT_TOKEN} is not set; the agent takes its session token from the environment only")),
     };
     scrub_token_from_environment();
     let token = Token::new(&token);
@@ -341,9 +339,7 @@ async fn run(
     }
     tracing::info!(target_pid = pid, listen = %local, fd_socket, netns_inode, "tether-agent ready");
 
-    let server = AgentServer::new(service)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
+    let server = AgentServer::new(service).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
     let server = tonic::codegen::InterceptedService::new(server, AuthInterceptor { token });
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -384,7 +380,8 @@ mod tests {
     fn the_command_line_parses() {
         let cli = Cli::try_parse_from(["tether-agent", "--target-pid", "42", "--listen", "127.0.0.1:0"]).unwrap();
         assert_eq!((cli.target_pid, cli.idle_timeout, cli.fd_socket), (Some(42), 60, None));
-        let cli = Cli::try_parse_from(["tether-agent", "--target-container-id", "abc", "--listen", "0.0.0.0:1"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["tether-agent", "--target-container-id", "abc", "--listen", "0.0.0.0:1"]).unwrap();
         assert_eq!((cli.target_pid, cli.find.target_container_id.as_deref()), (None, Some("abc")));
         assert!(Cli::try_parse_from(["tether-agent", "--listen", "127.0.0.1:0"]).is_err());
     }

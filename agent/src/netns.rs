@@ -39,7 +39,10 @@ impl SocketSpec {
 }
 
 enum Job {
-    Socket { spec: SocketSpec, reply: oneshot::Sender<io::Result<NewSocket>> },
+    Socket {
+        spec: SocketSpec,
+        reply: oneshot::Sender<io::Result<NewSocket>>,
+    },
     /// Any other work that must happen inside the namespace (listeners, packet sockets).
     Run(Box<dyn FnOnce() + Send>),
 }
@@ -81,9 +84,7 @@ impl NetnsThread {
 
     fn submit(&self, spec: SocketSpec) -> io::Result<oneshot::Receiver<io::Result<NewSocket>>> {
         let (reply, rx) = oneshot::channel();
-        self.jobs
-            .send(Job::Socket { spec, reply })
-            .map_err(|_| io::Error::other("the netns thread is gone"))?;
+        self.jobs.send(Job::Socket { spec, reply }).map_err(|_| io::Error::other("the netns thread is gone"))?;
         Ok(rx)
     }
 
@@ -113,9 +114,7 @@ impl NetnsThread {
 
     /// Same as [`socket`](Self::socket) for plain threads (must not be called inside a runtime).
     pub fn socket_blocking(&self, spec: SocketSpec) -> io::Result<NewSocket> {
-        self.submit(spec)?
-            .blocking_recv()
-            .map_err(|_| io::Error::other("the netns thread dropped a request"))?
+        self.submit(spec)?.blocking_recv().map_err(|_| io::Error::other("the netns thread dropped a request"))?
     }
 }
 

@@ -62,10 +62,7 @@ fn nft_command(netns: &OwnedFd, args: &[&str]) -> Command {
 
 /// Runs `nft ARGS` in the namespace and returns its standard output.
 pub fn run(netns: &OwnedFd, args: &[&str]) -> io::Result<String> {
-    let out = nft_command(netns, args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(explain_spawn)?;
+    let out = nft_command(netns, args).stdin(Stdio::null()).output().map_err(explain_spawn)?;
     if !out.status.success() {
         return Err(io::Error::other(format!(
             "`nft {}` failed: {}",
@@ -78,10 +75,7 @@ pub fn run(netns: &OwnedFd, args: &[&str]) -> io::Result<String> {
 
 fn explain_spawn(e: io::Error) -> io::Error {
     if e.kind() == io::ErrorKind::NotFound {
-        io::Error::new(
-            e.kind(),
-            "`nft` (nftables) is not installed; stealing incoming traffic needs it",
-        )
+        io::Error::new(e.kind(), "`nft` (nftables) is not installed; stealing incoming traffic needs it")
     } else {
         e
     }
@@ -117,8 +111,7 @@ pub fn sweep_stale(netns: &OwnedFd) -> Vec<String> {
     let mut deleted = Vec::new();
     for line in list.lines() {
         let mut words = line.split_whitespace();
-        let (Some("table"), Some(family), Some(name)) = (words.next(), words.next(), words.next())
-        else {
+        let (Some("table"), Some(family), Some(name)) = (words.next(), words.next(), words.next()) else {
             continue;
         };
         let Some((pid, start)) = parse_table_name(name) else {
@@ -159,10 +152,7 @@ impl Table {
         }
         match Table::start(netns, &name, v4, v6, true) {
             Ok(t) => Ok(t),
-            Err(e)
-                if e.to_string().contains("owner")
-                    || e.to_string().contains("Operation not supported") =>
-            {
+            Err(e) if e.to_string().contains("owner") || e.to_string().contains("Operation not supported") => {
                 tracing::warn!(err = %e, "this kernel has no owned nftables tables; a guard process will clean up");
                 let mut t = Table::start(netns, &name, v4, v6, false)?;
                 t.guard = Some(crate::guard::spawn(netns, &name)?);
@@ -183,32 +173,20 @@ impl Table {
         let stderr = child.stderr.take().expect("piped");
         // nft writes errors to stderr unbuffered; a reader thread turns them into lines.
         let (tx, errors) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("nft-stderr".into())
-            .spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        return;
-                    }
+        std::thread::Builder::new().name("nft-stderr".into()).spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
                 }
-            })?;
-        let mut t = Table {
-            name: name.to_string(),
-            child,
-            stdin,
-            errors,
-            seq: 0,
-            owner,
-            guard: None,
-        };
+            }
+        })?;
+        let mut t = Table { name: name.to_string(), child, stdin, errors, seq: 0, owner, guard: None };
         let n = &t.name;
         let flags = if owner { " flags owner;" } else { "" };
         let mut script = vec![
             format!("add table inet {n} {{{flags} }}"),
             format!("add set inet {n} steal {{ type inet_service; }}"),
-            format!(
-                "add chain inet {n} prerouting {{ type filter hook prerouting priority mangle - 10; }}"
-            ),
+            format!("add chain inet {n} prerouting {{ type filter hook prerouting priority mangle - 10; }}"),
             format!("add rule inet {n} prerouting meta mark {BYPASS_MARK:#x} return"),
         ];
         for (family, ip, port) in [("ipv4", "ip", v4), ("ipv6", "ip6", v6)] {
@@ -243,23 +221,13 @@ impl Table {
         let marker = format!("sync_{}", self.seq);
         let mut text = commands.join("\n");
         text.push_str(&format!("\nlist set inet {} {marker}\n", self.name));
-        let stdin = self
-            .stdin
-            .as_mut()
-            .ok_or_else(|| io::Error::other("nft has been closed"))?;
-        stdin
-            .write_all(text.as_bytes())
-            .and_then(|_| stdin.flush())
-            .map_err(|e| {
-                io::Error::other(format!(
-                    "nft exited: {e} ({})",
-                    self.child
-                        .try_wait()
-                        .ok()
-                        .flatten()
-                        .map_or("running".into(), |s| s.to_string())
-                ))
-            })?;
+        let stdin = self.stdin.as_mut().ok_or_else(|| io::Error::other("nft has been closed"))?;
+        stdin.write_all(text.as_bytes()).and_then(|_| stdin.flush()).map_err(|e| {
+            io::Error::other(format!(
+                "nft exited: {e} ({})",
+                self.child.try_wait().ok().flatten().map_or("running".into(), |s| s.to_string())
+            ))
+        })?;
         let mut lines: Vec<String> = Vec::new();
         loop {
             match self.errors.recv_timeout(SYNC_TIMEOUT) {
@@ -276,18 +244,12 @@ impl Table {
                     return Err(io::Error::other("nft did not answer within 5 s"));
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(io::Error::other(format!(
-                        "nft exited: {}",
-                        lines.join(" / ")
-                    )));
+                    return Err(io::Error::other(format!("nft exited: {}", lines.join(" / "))));
                 }
             }
         }
         if lines.iter().any(|l| l.starts_with("Error")) {
-            return Err(io::Error::other(format!(
-                "nft refused: {}",
-                lines.join(" / ")
-            )));
+            return Err(io::Error::other(format!("nft refused: {}", lines.join(" / "))));
         }
         Ok(())
     }

@@ -55,7 +55,8 @@ fn socket_error(what: &str, e: &std::io::Error) -> Status {
 
 /// Validates the first client message: the destination.
 pub fn parse_open(first: Option<ConnectClient>) -> Result<(Transport, SocketAddr, Duration), Status> {
-    let Some(ConnectClient { msg: Some(connect_client::Msg::Open(ConnectOpen { transport, address, timeout_ms })) }) = first
+    let Some(ConnectClient { msg: Some(connect_client::Msg::Open(ConnectOpen { transport, address, timeout_ms })) }) =
+        first
     else {
         return Err(Status::invalid_argument("the first OpenConnection message must be `open`"));
     };

@@ -12,9 +12,9 @@ use std::io::Read;
 use std::sync::Arc;
 use tether_protocol::agent::{
     CAP_CONNECT_RELAY, CAP_FD_PASSING, CAP_INCOMING, CAP_WRITE, ConnectClient, ConnectServer, FileChunk, GetEnvReply,
-    GetEnvRequest, HelloReply, HelloRequest, ListeningPortsReply, ListeningPortsRequest, PROTOCOL_MAJOR, PROTOCOL_MINOR, PathRequest, ReadDirReply,
-    ReadFileRequest, ReadLinkReply, ResolveReply, ResolveRequest, StatReply, WriteFileReply, WriteFileRequest,
-    agent_server::Agent,
+    GetEnvRequest, HelloReply, HelloRequest, ListeningPortsReply, ListeningPortsRequest, PROTOCOL_MAJOR,
+    PROTOCOL_MINOR, PathRequest, ReadDirReply, ReadFileRequest, ReadLinkReply, ResolveReply, ResolveRequest, StatReply,
+    WriteFileReply, WriteFileRequest, agent_server::Agent,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -63,7 +63,10 @@ pub fn parse_environ(raw: &[u8]) -> HashMap<String, String> {
         .filter_map(|entry| {
             let eq = entry.iter().position(|&b| b == b'=')?;
             (eq > 0).then(|| {
-                (String::from_utf8_lossy(&entry[..eq]).into_owned(), String::from_utf8_lossy(&entry[eq + 1..]).into_owned())
+                (
+                    String::from_utf8_lossy(&entry[..eq]).into_owned(),
+                    String::from_utf8_lossy(&entry[eq + 1..]).into_owned(),
+                )
             })
         })
         .collect()
@@ -243,7 +246,10 @@ impl Agent for AgentService {
         Ok(Response::new(incoming_grpc::accept(self.target.parked.clone(), request.into_inner()).await?))
     }
 
-    async fn listening_ports(&self, _: Request<ListeningPortsRequest>) -> Result<Response<ListeningPortsReply>, Status> {
+    async fn listening_ports(
+        &self,
+        _: Request<ListeningPortsRequest>,
+    ) -> Result<Response<ListeningPortsReply>, Status> {
         let reply = match crate::ports::listening(self.target.pid) {
             Ok(ports) => ListeningPortsReply { ports: ports.into_iter().map(u32::from).collect(), errno: 0 },
             Err(e) => ListeningPortsReply { ports: Vec::new(), errno: e.raw_os_error().unwrap_or(libc::EIO) },

@@ -176,7 +176,12 @@ async fn files_come_from_the_target_root() {
     assert_eq!((w.errno, w.written), (0, 16));
     assert_eq!(std::fs::read(dir.join("written.txt")).unwrap(), b"from the program");
     let w = c
-        .write_file(WriteFileRequest { path: p("no/such/dir"), data: b"x".to_vec(), create: true, ..Default::default() })
+        .write_file(WriteFileRequest {
+            path: p("no/such/dir"),
+            data: b"x".to_vec(),
+            create: true,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -227,7 +232,11 @@ async fn absolute_symlinks_stay_inside_a_chroot_target() {
 
 fn open_msg(transport: Transport, address: &str) -> ConnectClient {
     ConnectClient {
-        msg: Some(connect_client::Msg::Open(ConnectOpen { transport: transport as i32, address: address.into(), timeout_ms: 0 })),
+        msg: Some(connect_client::Msg::Open(ConnectOpen {
+            transport: transport as i32,
+            address: address.into(),
+            timeout_ms: 0,
+        })),
     }
 }
 

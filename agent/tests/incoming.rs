@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tether_protocol::fdpass::{
-    ConnectionKind, FdReply, FdRequest, HttpFilter, IncomingEvent, IncomingMode, recv_line,
-    recv_lines, send_line,
+    ConnectionKind, FdReply, FdRequest, HttpFilter, IncomingEvent, IncomingMode, recv_line, recv_lines, send_line,
 };
 
 /// A client namespace: 198.19.0.1 on a veth whose other end (198.19.0.2) is in the pod.
@@ -26,39 +25,16 @@ impl Client {
         let ns = format!("{}-c", pod.name);
         let sh = |args: &[&str]| {
             let out = Command::new("ip").args(args).output().unwrap();
-            assert!(
-                out.status.success(),
-                "ip {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         };
         sh(&["netns", "add", &ns]);
         let client = Client { ns: ns.clone() };
-        sh(&[
-            "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", "cli0", "netns",
-            &pod.name,
-        ]);
+        sh(&["-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", "cli0", "netns", &pod.name]);
         sh(&["-n", &ns, "link", "set", "lo", "up"]);
         sh(&["-n", &ns, "addr", "add", "198.19.0.1/24", "dev", "eth0"]);
         sh(&["-n", &ns, "link", "set", "eth0", "up"]);
-        sh(&[
-            "-n",
-            &ns,
-            "route",
-            "add",
-            "198.18.0.0/24",
-            "via",
-            "198.19.0.2",
-        ]);
-        sh(&[
-            "-n",
-            &pod.name,
-            "addr",
-            "add",
-            "198.19.0.2/24",
-            "dev",
-            "cli0",
-        ]);
+        sh(&["-n", &ns, "route", "add", "198.18.0.0/24", "via", "198.19.0.2"]);
+        sh(&["-n", &pod.name, "addr", "add", "198.19.0.2/24", "dev", "cli0"]);
         sh(&["-n", &pod.name, "link", "set", "cli0", "up"]);
         client
     }
@@ -68,10 +44,7 @@ impl Client {
         let to: SocketAddr = to.parse().unwrap();
         let s = std::thread::spawn(move || {
             let ns = std::fs::File::open(path).unwrap();
-            assert_eq!(
-                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-                0
-            );
+            assert_eq!(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
             TcpStream::connect_timeout(&to, Duration::from_secs(5))
         })
         .join()
@@ -114,25 +87,12 @@ fn world() -> World {
     let fd = fd_socket_path();
     let agent = Agent::start(target.pid(), &["--fd-socket", &fd]);
     let client = Client::new(&pod);
-    assert_eq!(
-        client.greeting(TO),
-        String::from_utf8_lossy(GREETING),
-        "the pod's server before any subscription"
-    );
-    World {
-        pod,
-        _target: target,
-        _echo: echo,
-        agent,
-        client,
-    }
+    assert_eq!(client.greeting(TO), String::from_utf8_lossy(GREETING), "the pod's server before any subscription");
+    World { pod, _target: target, _echo: echo, agent, client }
 }
 
 fn tables(pod: &Netns) -> String {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &pod.name, "nft", "list", "tables"])
-        .output()
-        .unwrap();
+    let out = Command::new("ip").args(["netns", "exec", &pod.name, "nft", "list", "tables"]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -141,26 +101,13 @@ fn subscribe(w: &World, mode: IncomingMode, filter: Option<HttpFilter>) -> (Unix
     subscribe_port(w, PORT, mode, filter)
 }
 
-fn subscribe_port(
-    w: &World,
-    port: u16,
-    mode: IncomingMode,
-    filter: Option<HttpFilter>,
-) -> (UnixStream, FdReply) {
+fn subscribe_port(w: &World, port: u16, mode: IncomingMode, filter: Option<HttpFilter>) -> (UnixStream, FdReply) {
     let conn = UnixStream::connect(&w.agent.fd_socket).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let auth = serde_json::to_string(&FdRequest::Auth {
-        token: TOKEN.into(),
-    })
-    .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = serde_json::to_string(&FdRequest::Auth { token: TOKEN.into() }).unwrap();
     send_line(&conn, &auth, None).unwrap();
     recv_line(&conn).unwrap();
-    let req = FdRequest::Subscribe {
-        port,
-        mode,
-        http_filter: filter,
-    };
+    let req = FdRequest::Subscribe { port, mode, http_filter: filter };
     send_line(&conn, &serde_json::to_string(&req).unwrap(), None).unwrap();
     let (line, _) = recv_line(&conn).unwrap();
     (conn, serde_json::from_str(&line).unwrap())
@@ -171,9 +118,8 @@ fn next_connection(conn: &UnixStream) -> (ConnectionKind, String, String, OwnedF
     loop {
         let (lines, fd) = recv_lines(conn).expect("an event");
         // A descriptor belongs to the last line; stats lines may come before it.
-        if let IncomingEvent::Connection {
-            kind, peer, local, ..
-        } = serde_json::from_str::<IncomingEvent>(lines.last().unwrap()).unwrap()
+        if let IncomingEvent::Connection { kind, peer, local, .. } =
+            serde_json::from_str::<IncomingEvent>(lines.last().unwrap()).unwrap()
         {
             return (kind, peer, local, fd.expect("a descriptor"));
         }
@@ -196,11 +142,7 @@ fn steal_hands_over_the_clients_own_socket_until_unsubscribed() {
     let w = world();
     let (sub, reply) = subscribe(&w, IncomingMode::Steal, None);
     assert_eq!(reply.errno, 0, "{}", reply.message);
-    assert!(
-        tables(&w.pod).contains("table inet tether_"),
-        "{}",
-        tables(&w.pod)
-    );
+    assert!(tables(&w.pod).contains("table inet tether_"), "{}", tables(&w.pod));
     // A second thief for the same port is refused.
     let (_other, refused) = subscribe(&w, IncomingMode::Steal, None);
     assert_eq!(refused.errno, libc::EADDRINUSE, "{}", refused.message);
@@ -211,16 +153,8 @@ fn steal_hands_over_the_clients_own_socket_until_unsubscribed() {
     assert!(peer.starts_with("198.19.0.1:"), "{peer}");
     assert_eq!(local, TO);
     let mut stolen = TcpStream::from(fd);
-    assert_eq!(
-        stolen.peer_addr().unwrap().to_string(),
-        peer,
-        "the very client socket"
-    );
-    assert_eq!(
-        stolen.local_addr().unwrap().to_string(),
-        TO,
-        "with the target's address"
-    );
+    assert_eq!(stolen.peer_addr().unwrap().to_string(), peer, "the very client socket");
+    assert_eq!(stolen.local_addr().unwrap().to_string(), TO, "with the target's address");
     stolen.write_all(b"stolen\n").unwrap();
     let mut buf = [0u8; 7];
     c.read_exact(&mut buf).unwrap();
@@ -228,8 +162,7 @@ fn steal_hands_over_the_clients_own_socket_until_unsubscribed() {
 
     drop(sub);
     assert!(
-        eventually(Duration::from_secs(2), || !tables(&w.pod)
-            .contains("tether_")),
+        eventually(Duration::from_secs(2), || !tables(&w.pod).contains("tether_")),
         "the table goes with the last subscription: {}",
         tables(&w.pod)
     );
@@ -252,17 +185,12 @@ fn kill_9_of_the_agent_leaves_no_rule_and_keeps_stolen_connections() {
     w.agent.proc.kill();
     let killed = Instant::now();
     assert!(
-        eventually(Duration::from_secs(1), || !tables(&w.pod)
-            .contains("tether_")),
+        eventually(Duration::from_secs(1), || !tables(&w.pod).contains("tether_")),
         "no rule within a second of kill -9: {}",
         tables(&w.pod)
     );
     assert!(killed.elapsed() < Duration::from_millis(1500));
-    assert_eq!(
-        w.client.greeting(TO),
-        String::from_utf8_lossy(GREETING),
-        "the target serves again"
-    );
+    assert_eq!(w.client.greeting(TO), String::from_utf8_lossy(GREETING), "the target serves again");
     stolen.write_all(b"alive\n").unwrap();
     let mut buf = [0u8; 6];
     c.read_exact(&mut buf).unwrap();
@@ -274,10 +202,7 @@ fn mirror_copies_the_client_bytes_and_leaves_the_target_alone() {
     let w = world();
     let (sub, reply) = subscribe(&w, IncomingMode::Mirror, None);
     assert_eq!(reply.errno, 0, "{}", reply.message);
-    assert!(
-        !tables(&w.pod).contains("tether_"),
-        "mirroring needs no rule"
-    );
+    assert!(!tables(&w.pod).contains("tether_"), "mirroring needs no rule");
     let mut c = w.client.connect(TO);
     let mut greet = vec![0u8; GREETING.len()];
     c.read_exact(&mut greet).unwrap();
@@ -302,10 +227,7 @@ fn mirror_copies_the_client_bytes_and_leaves_the_target_alone() {
 #[test]
 fn a_filter_on_a_non_http_port_passes_everything_to_the_target() {
     let w = world();
-    let filter = HttpFilter {
-        header: Some("^x-user: me$".into()),
-        path: None,
-    };
+    let filter = HttpFilter { header: Some("^x-user: me$".into()), path: None };
     let (sub, reply) = subscribe(&w, IncomingMode::Steal, Some(filter));
     assert_eq!(reply.errno, 0, "{}", reply.message);
     // The echo server speaks first: not HTTP, so it all goes to the target.
@@ -313,26 +235,13 @@ fn a_filter_on_a_non_http_port_passes_everything_to_the_target() {
     let mut greet = vec![0u8; GREETING.len()];
     c.read_exact(&mut greet).unwrap();
     assert_eq!(greet, GREETING);
-    c.write_all(b"GET / HTTP/1.1\r\nx-user: me\r\n\r\n")
-        .unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nx-user: me\r\n\r\n").unwrap();
     let mut echo = [0u8; 10];
     c.read_exact(&mut echo).unwrap();
     assert_eq!(&echo, b"GET / HTTP");
     drop(sub);
-    let (_, reply) = subscribe(
-        &w,
-        IncomingMode::Steal,
-        Some(HttpFilter {
-            header: Some("(".into()),
-            path: None,
-        }),
-    );
-    assert_eq!(
-        reply.errno,
-        libc::EINVAL,
-        "a bad regex is refused: {}",
-        reply.message
-    );
+    let (_, reply) = subscribe(&w, IncomingMode::Steal, Some(HttpFilter { header: Some("(".into()), path: None }));
+    assert_eq!(reply.errno, libc::EINVAL, "a bad regex is refused: {}", reply.message);
 }
 
 #[test]
@@ -341,16 +250,7 @@ fn stale_tables_of_dead_agents_are_swept_and_live_ones_kept() {
     // A plain table named like an agent's whose start time does not match: a dead agent's.
     let stale = format!("tether_{}_1", std::process::id());
     let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &w.pod.name,
-            "nft",
-            "add",
-            "table",
-            "inet",
-            &stale,
-        ])
+        .args(["netns", "exec", &w.pod.name, "nft", "add", "table", "inet", &stale])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -365,12 +265,8 @@ fn stale_tables_of_dead_agents_are_swept_and_live_ones_kept() {
 fn the_guard_deletes_its_table_when_its_pipe_closes() {
     let pod = Netns::new();
     let name = format!("tether_{}_2", std::process::id());
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", &pod.name, "nft", "add", "table", "inet", &name,
-        ])
-        .output()
-        .unwrap();
+    let out =
+        Command::new("ip").args(["netns", "exec", &pod.name, "nft", "add", "table", "inet", &name]).output().unwrap();
     assert!(out.status.success());
     let ns = std::fs::File::open(pod.path()).unwrap();
     let fd = ns.as_raw_fd();
@@ -378,11 +274,7 @@ fn the_guard_deletes_its_table_when_its_pipe_closes() {
     cmd.env("TETHER_AGENT_GUARD", &name).stdin(Stdio::piped());
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-            let r = if fd == 3 {
-                libc::fcntl(fd, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
+            let r = if fd == 3 { libc::fcntl(fd, libc::F_SETFD, 0) } else { libc::dup2(fd, 3) };
             if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -400,26 +292,14 @@ fn the_guard_deletes_its_table_when_its_pipe_closes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relayed_form_over_grpc() {
-    use tether_protocol::agent::{
-        self as proto, IncomingClient, incoming_client, incoming_event, incoming_server,
-    };
+    use tether_protocol::agent::{self as proto, IncomingClient, incoming_client, incoming_event, incoming_server};
     let w = world();
     let mut grpc = w.agent.client(Some(TOKEN)).await;
-    let req = proto::SubscribeRequest {
-        port: PORT as u32,
-        mode: proto::IncomingMode::Steal as i32,
-        http_filter: None,
-    };
+    let req = proto::SubscribeRequest { port: PORT as u32, mode: proto::IncomingMode::Steal as i32, http_filter: None };
     let mut events = grpc.subscribe(req).await.unwrap().into_inner();
     let first = events.message().await.unwrap().unwrap();
     assert!(
-        matches!(
-            first.event,
-            Some(incoming_event::Event::Result(proto::SubscribeResult {
-                errno: 0,
-                ..
-            }))
-        ),
+        matches!(first.event, Some(incoming_event::Event::Result(proto::SubscribeResult { errno: 0, .. }))),
         "{first:?}"
     );
     let mut c = w.client.connect(TO);
@@ -429,27 +309,12 @@ async fn the_relayed_form_over_grpc() {
             _ => continue,
         }
     };
-    assert_eq!(
-        (conn.kind, conn.local.as_str()),
-        (proto::ConnectionKind::Socket as i32, TO)
-    );
+    assert_eq!((conn.kind, conn.local.as_str()), (proto::ConnectionKind::Socket as i32, TO));
     assert!(conn.peer.starts_with("198.19.0.1:"), "{}", conn.peer);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(IncomingClient {
-        msg: Some(incoming_client::Msg::Open(conn.id)),
-    })
-    .await
-    .unwrap();
-    tx.send(IncomingClient {
-        msg: Some(incoming_client::Msg::Data(b"relayed\n".to_vec())),
-    })
-    .await
-    .unwrap();
-    let mut bytes = grpc
-        .accept_incoming(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    tx.send(IncomingClient { msg: Some(incoming_client::Msg::Open(conn.id)) }).await.unwrap();
+    tx.send(IncomingClient { msg: Some(incoming_client::Msg::Data(b"relayed\n".to_vec())) }).await.unwrap();
+    let mut bytes = grpc.accept_incoming(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
     let got = tokio::task::spawn_blocking(move || {
         let mut buf = [0u8; 8];
         c.read_exact(&mut buf).unwrap();
@@ -460,20 +325,14 @@ async fn the_relayed_form_over_grpc() {
     .unwrap();
     assert_eq!(&got, b"relayed\n");
     let answer = bytes.message().await.unwrap().unwrap();
-    assert_eq!(
-        answer.msg,
-        Some(incoming_server::Msg::Data(b"answer".to_vec()))
-    );
+    assert_eq!(answer.msg, Some(incoming_server::Msg::Data(b"answer".to_vec())));
     // Cancelling the subscription removes the rule.
     drop(events);
     drop(tx);
     let pod = w.pod.name.clone();
     let gone = tokio::task::spawn_blocking(move || {
         eventually(Duration::from_secs(3), || {
-            let out = Command::new("ip")
-                .args(["netns", "exec", &pod, "nft", "list", "tables"])
-                .output()
-                .unwrap();
+            let out = Command::new("ip").args(["netns", "exec", &pod, "nft", "list", "tables"]).output().unwrap();
             !String::from_utf8_lossy(&out.stdout).contains("tether_")
         })
     })
@@ -514,14 +373,7 @@ mod h2 {
     }
 
     fn pairs(h: &HeaderMap) -> Vec<(String, String)> {
-        h.iter()
-            .map(|(n, v)| {
-                (
-                    n.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect()
+        h.iter().map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect()
     }
 
     /// A request as a server saw it.
@@ -586,10 +438,7 @@ mod h2 {
                 let _ = tx.send(Ok(Frame::trailers(trailers))).await;
                 let _ = self.seen.send(seen);
             });
-            Response::builder()
-                .header("x-side", self.name)
-                .body(chunks)
-                .unwrap()
+            Response::builder().header("x-side", self.name).body(chunks).unwrap()
         }
     }
 
@@ -610,18 +459,12 @@ mod h2 {
         /// `target_alive` is false, one that reads a little and closes).
         async fn start(filter: HttpFilter, target_alive: bool) -> H2World {
             let w = world();
-            let listener = w
-                .pod
-                .run(|| std::net::TcpListener::bind((POD_IP, H2_PORT)).unwrap());
+            let listener = w.pod.run(|| std::net::TcpListener::bind((POD_IP, H2_PORT)).unwrap());
             let (seen, target) = mpsc::unbounded_channel();
             if target_alive {
                 listener.set_nonblocking(true).unwrap();
                 let l = tokio::net::TcpListener::from_std(listener).unwrap();
-                let server = Server {
-                    name: "target",
-                    seen,
-                    gate: Arc::new(Notify::new()),
-                };
+                let server = Server { name: "target", seen, gate: Arc::new(Notify::new()) };
                 tokio::spawn(async move {
                     while let Ok((s, _)) = l.accept().await {
                         tokio::spawn(server.clone().serve(s));
@@ -642,28 +485,14 @@ mod h2 {
             let latest = stats.clone();
             std::thread::spawn(move || read_events(events, fds, latest));
             let (seen, program_seen) = mpsc::unbounded_channel();
-            let program = Server {
-                name: "program",
-                seen,
-                gate: Arc::new(Notify::new()),
-            };
-            H2World {
-                w,
-                _sub: sub,
-                target,
-                pairs,
-                program,
-                program_seen,
-                stats,
-            }
+            let program = Server { name: "program", seen, gate: Arc::new(Notify::new()) };
+            H2World { w, _sub: sub, target, pairs, program, program_seen, stats }
         }
 
         /// Serves the next stream pair handed over.
         async fn serve_next_pair(&mut self) {
-            let fd = tokio::time::timeout(WAIT, self.pairs.recv())
-                .await
-                .expect("a stream pair for the program")
-                .unwrap();
+            let fd =
+                tokio::time::timeout(WAIT, self.pairs.recv()).await.expect("a stream pair for the program").unwrap();
             tokio::spawn(self.program.clone().serve(unix(fd)));
         }
 
@@ -684,9 +513,7 @@ mod h2 {
             s.set_nonblocking(true).unwrap();
             let s = tokio::net::TcpStream::from_std(s).unwrap();
             let (sender, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-                    .await
-                    .unwrap();
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s)).await.unwrap();
             tokio::spawn(conn);
             sender
         }
@@ -711,20 +538,11 @@ mod h2 {
     }
 
     /// The subscription's events: stream pairs to `fds`, the latest counters to `stats`.
-    fn read_events(
-        conn: UnixStream,
-        fds: mpsc::UnboundedSender<OwnedFd>,
-        stats: Arc<Mutex<IncomingStats>>,
-    ) {
+    fn read_events(conn: UnixStream, fds: mpsc::UnboundedSender<OwnedFd>, stats: Arc<Mutex<IncomingStats>>) {
         loop {
             let (lines, fd) = match recv_lines(&conn) {
                 Ok(got) => got,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                     continue;
                 }
                 Err(_) => return,
@@ -744,15 +562,9 @@ mod h2 {
     }
 
     /// A request to the pod's h2c port; its body is what the returned sender sends.
-    fn request(
-        method: &str,
-        path_query: &str,
-        headers: &[(&str, &str)],
-    ) -> (Request<Chunks>, Frames) {
+    fn request(method: &str, path_query: &str, headers: &[(&str, &str)]) -> (Request<Chunks>, Frames) {
         let (tx, body) = chunks();
-        let mut b = Request::builder()
-            .method(method)
-            .uri(format!("http://{H2_TO}{path_query}"));
+        let mut b = Request::builder().method(method).uri(format!("http://{H2_TO}{path_query}"));
         for (n, v) in headers {
             b = b.header(*n, *v);
         }
@@ -777,10 +589,7 @@ mod h2 {
 
     /// The status and the side that answered.
     fn answered(r: &Response<Incoming>) -> (u16, String) {
-        let side = r
-            .headers()
-            .get("x-side")
-            .map(|v| v.to_str().unwrap().to_string());
+        let side = r.headers().get("x-side").map(|v| v.to_str().unwrap().to_string());
         (r.status().as_u16(), side.unwrap_or_default())
     }
 
@@ -795,17 +604,11 @@ mod h2 {
     }
 
     async fn next(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
-        tokio::time::timeout(WAIT, seen.recv())
-            .await
-            .expect("the server saw the request")
-            .unwrap()
+        tokio::time::timeout(WAIT, seen.recv()).await.expect("the server saw the request").unwrap()
     }
 
     fn user_me() -> HttpFilter {
-        HttpFilter {
-            header: Some("^x-user: me$".into()),
-            path: None,
-        }
+        HttpFilter { header: Some("^x-user: me$".into()), path: None }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -827,18 +630,9 @@ mod h2 {
         assert_eq!(slow.headers()["x-side"], "program");
         let (_, trailers) = read_all(slow).await;
         assert_eq!(trailers["x-side"], "program");
-        assert_eq!(
-            next(&mut h.program_seen).await.uri,
-            format!("http://{H2_TO}/slow/a")
-        );
-        let stats = h
-            .stats_until(|s| s.requests_matched == 1 && s.requests_passed == 1)
-            .await;
-        assert_eq!(
-            (stats.requests_matched, stats.requests_passed),
-            (1, 1),
-            "{stats:?}"
-        );
+        assert_eq!(next(&mut h.program_seen).await.uri, format!("http://{H2_TO}/slow/a"));
+        let stats = h.stats_until(|s| s.requests_matched == 1 && s.requests_passed == 1).await;
+        assert_eq!((stats.requests_matched, stats.requests_passed), (1, 1), "{stats:?}");
         assert_eq!(stats.connections, 1, "one stream pair: {stats:?}");
         assert!(stats.bytes_in > 0 && stats.bytes_out > 0, "{stats:?}");
     }
@@ -858,11 +652,8 @@ mod h2 {
                 tx.send(Ok(Frame::data(Bytes::from(chunk)))).await.unwrap();
                 let mut got = Vec::new();
                 while got.len() < chunk.len() {
-                    let frame = tokio::time::timeout(WAIT, body.frame())
-                        .await
-                        .expect("the echo in time")
-                        .unwrap()
-                        .unwrap();
+                    let frame =
+                        tokio::time::timeout(WAIT, body.frame()).await.expect("the echo in time").unwrap().unwrap();
                     got.extend_from_slice(&frame.into_data().unwrap());
                 }
                 assert_eq!(got, chunk.as_bytes(), "{side}");
@@ -871,10 +662,7 @@ mod h2 {
             trailers.insert("x-client-trailer", "t".parse().unwrap());
             tx.send(Ok(Frame::trailers(trailers))).await.unwrap();
             drop(tx);
-            let rest = tokio::time::timeout(WAIT, body.collect())
-                .await
-                .unwrap()
-                .unwrap();
+            let rest = tokio::time::timeout(WAIT, body.collect()).await.unwrap().unwrap();
             let trailers = rest.trailers().cloned().unwrap_or_default();
             assert_eq!(trailers["grpc-status"], "0", "{side}");
             assert_eq!(trailers["x-side"], side);
@@ -883,10 +671,7 @@ mod h2 {
                 _ => next(&mut h.target).await,
             };
             assert_eq!(seen.body, b"onetwo", "{side}");
-            assert_eq!(
-                seen.trailers,
-                [("x-client-trailer".to_string(), "t".to_string())]
-            );
+            assert_eq!(seen.trailers, [("x-client-trailer".to_string(), "t".to_string())]);
         }
     }
 
@@ -911,9 +696,7 @@ mod h2 {
             let body = sent.clone();
             let sending = tokio::spawn(async move {
                 for part in body.chunks(16 * 1024) {
-                    tx.send(Ok(Frame::data(Bytes::copy_from_slice(part))))
-                        .await
-                        .unwrap();
+                    tx.send(Ok(Frame::data(Bytes::copy_from_slice(part)))).await.unwrap();
                 }
             });
             let resp = send(c.clone(), req).await;
@@ -927,39 +710,21 @@ mod h2 {
             };
             assert_eq!(seen.method, "POST");
             assert_eq!(seen.uri, format!("http://{H2_TO}/pkg.Svc/Call?q=1&r=%20"));
-            assert_eq!(
-                seen.headers, expected,
-                "{side}: the same header lines, in order"
-            );
+            assert_eq!(seen.headers, expected, "{side}: the same header lines, in order");
             assert!(seen.body == sent, "{side}: the same body");
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_program_that_fails_fails_only_its_stream() {
-        let mut h = H2World::start(
-            HttpFilter {
-                header: None,
-                path: Some("^/local".into()),
-            },
-            true,
-        )
-        .await;
+        let mut h = H2World::start(HttpFilter { header: None, path: Some("^/local".into()) }, true).await;
         let c = h.client().await;
         let pending = tokio::spawn(send(c.clone(), get("/local/1", &[])));
         // The program's end of the first stream pair closes at once.
-        drop(
-            tokio::time::timeout(WAIT, h.pairs.recv())
-                .await
-                .unwrap()
-                .unwrap(),
-        );
+        drop(tokio::time::timeout(WAIT, h.pairs.recv()).await.unwrap().unwrap());
         let failed = pending.await.unwrap();
         assert_eq!(failed.status(), 502);
-        assert_eq!(
-            failed.headers()["x-tether"],
-            "the local program did not answer"
-        );
+        assert_eq!(failed.headers()["x-tether"], "the local program did not answer");
         // The connection lives on: the target answers, and the program again on a new pair.
         let other = send(c.clone(), get("/other", &[])).await;
         assert_eq!(answered(&other), (200, "target".to_string()));
@@ -995,10 +760,6 @@ mod h2 {
         let ok = send(c.clone(), get("/y", &[("x-user", "me")])).await;
         assert_eq!(answered(&ok), (200, "program".to_string()));
         let failed = send(c.clone(), get("/z", &[])).await;
-        assert_eq!(
-            failed.status(),
-            502,
-            "the target is tried again, and fails again"
-        );
+        assert_eq!(failed.status(), 502, "the target is tried again, and fails again");
     }
 }

@@ -89,11 +89,7 @@ mod tests {
 
     #[test]
     fn requests_round_trip() {
-        for req in [
-            Request::Attach { session: "s1", token: "abc" },
-            Request::Listener { fd: 7 },
-            Request::Register,
-        ] {
+        for req in [Request::Attach { session: "s1", token: "abc" }, Request::Listener { fd: 7 }, Request::Register] {
             let line = req.encode();
             assert_eq!(Request::decode(&line), Some(req));
         }

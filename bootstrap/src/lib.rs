@@ -62,14 +62,20 @@ fn err(step: &'static str, detail: impl fmt::Display, hint: &'static str) -> Err
 /// Joins `session` on the daemon at `socket`: see the module documentation.
 pub fn attach(socket: &str, session: &str, token: &str) -> Result<Outcome, Error> {
     let mut stream = UnixStream::connect(socket).map_err(|e| {
-        err("connecting to the tether daemon", format!("{socket}: {e}"), "is `tether daemon` running? `tether status` tells")
+        err(
+            "connecting to the tether daemon",
+            format!("{socket}: {e}"),
+            "is `tether daemon` running? `tether status` tells",
+        )
     })?;
     let reply = exchange(&mut stream, &Request::Attach { session, token })?;
     let trap = match reply {
         Reply::Trap(nrs) => nrs,
         Reply::Skip => return Ok(Outcome::Skipped),
         Reply::Ok => return Err(err("joining the session", "unexpected answer", "")),
-        Reply::Err(msg) => return Err(err("joining the session", msg, "the session may have ended; start the launch again")),
+        Reply::Err(msg) => {
+            return Err(err("joining the session", msg, "the session may have ended; start the launch again"));
+        }
     };
     // Allow our own pid to be traced by the daemon even under Yama's ptrace_scope=1.
     unsafe { libc::prctl(libc::PR_SET_PTRACER, libc::PR_SET_PTRACER_ANY, 0, 0, 0) };
@@ -104,7 +110,13 @@ fn exchange(stream: &mut UnixStream, req: &Request<'_>) -> Result<Reply, Error> 
     let line = req.encode();
     write_all(stream, line.as_bytes()).map_err(|e| err("talking to the tether daemon", e, ""))?;
     let line = read_line(stream).map_err(|e| err("talking to the tether daemon", e, "see `tether logs`"))?;
-    Reply::decode(&line).ok_or_else(|| err("talking to the tether daemon", format!("bad answer {line:?}"), "daemon and program are of different tether versions?"))
+    Reply::decode(&line).ok_or_else(|| {
+        err(
+            "talking to the tether daemon",
+            format!("bad answer {line:?}"),
+            "daemon and program are of different tether versions?",
+        )
+    })
 }
 
 fn write_all(stream: &UnixStream, mut buf: &[u8]) -> io::Result<()> {

@@ -11,9 +11,7 @@ use std::marker::PhantomData;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
-use serde::de::{
-    self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor,
-};
+use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 
 /// A config section that may also be written in a short form (a string or a boolean).
 pub(crate) trait ShortForm: Sized + for<'de> Deserialize<'de> {
@@ -56,9 +54,7 @@ where
 
 /// Parses a unit-variant enum (a mode) from a string with serde's own messages, so that an
 /// unknown value gets the same "did you mean" treatment as in the long form.
-pub(crate) fn variant_from_str<T: for<'de> Deserialize<'de>, E: de::Error>(
-    s: &str,
-) -> Result<T, E> {
+pub(crate) fn variant_from_str<T: for<'de> Deserialize<'de>, E: de::Error>(s: &str) -> Result<T, E> {
     let d: de::value::StrDeserializer<'_, E> = s.into_deserializer();
     T::deserialize(d)
 }
@@ -93,8 +89,7 @@ pub(crate) fn list<'de, D: Deserializer<'de>>(d: D, check: Check) -> Result<Vec<
         fn visit_str<E: de::Error>(self, s: &str) -> Result<Vec<String>, E> {
             let mut out = Vec::new();
             for entry in s.split(';').map(str::trim).filter(|e| !e.is_empty()) {
-                (self.0)(entry)
-                    .map_err(|m| E::custom(format!("entry {} `{entry}`: {m}", out.len())))?;
+                (self.0)(entry).map_err(|m| E::custom(format!("entry {} `{entry}`: {m}", out.len())))?;
                 out.push(entry.to_owned());
             }
             Ok(out)
@@ -133,9 +128,7 @@ pub(crate) fn opt_regex<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String
 
 /// Compiles `s` to see that it is a valid regex; the error is one line.
 pub(crate) fn check_regex(s: &str) -> Result<(), String> {
-    regex::Regex::new(s)
-        .map(|_| ())
-        .map_err(|e| regex_error(&e))
+    regex::Regex::new(s).map(|_| ()).map_err(|e| regex_error(&e))
 }
 
 /// The regex crate's syntax errors span several lines (pattern, caret, message); keep the

@@ -18,16 +18,7 @@ use crate::glob::{glob_match, is_literal};
 use crate::model::EnvConfig;
 
 /// Variables that stay local unless included by their exact name.
-pub const LOCAL_VARS: [&str; 8] = [
-    "PATH",
-    "HOME",
-    "PWD",
-    "OLDPWD",
-    "SHLVL",
-    "TERM",
-    "_",
-    "LD_LIBRARY_PATH",
-];
+pub const LOCAL_VARS: [&str; 8] = ["PATH", "HOME", "PWD", "OLDPWD", "SHLVL", "TERM", "_", "LD_LIBRARY_PATH"];
 
 /// Whether `name` is one of tether's own launch variables, which only `override` can set.
 fn is_launch_var(name: &str) -> bool {
@@ -36,20 +27,13 @@ fn is_launch_var(name: &str) -> bool {
 
 /// The variables the program gets from the target: `remote` filtered and overridden by `cfg`.
 pub fn remote_env(remote: &BTreeMap<String, String>, cfg: &EnvConfig) -> BTreeMap<String, String> {
-    let named_literally = |name: &str| {
-        cfg.include
-            .as_ref()
-            .is_some_and(|inc| inc.0.iter().any(|p| is_literal(p) && p == name))
-    };
+    let named_literally =
+        |name: &str| cfg.include.as_ref().is_some_and(|inc| inc.0.iter().any(|p| is_literal(p) && p == name));
     let mut out: BTreeMap<String, String> = remote
         .iter()
         .filter(|(name, _)| !is_launch_var(name))
         .filter(|(name, _)| !LOCAL_VARS.contains(&name.as_str()) || named_literally(name))
-        .filter(|(name, _)| {
-            cfg.include
-                .as_ref()
-                .is_none_or(|inc| inc.0.iter().any(|p| glob_match(p, name)))
-        })
+        .filter(|(name, _)| cfg.include.as_ref().is_none_or(|inc| inc.0.iter().any(|p| glob_match(p, name))))
         .filter(|(name, _)| !cfg.exclude.as_ref().is_some_and(|exc| exc.matches(name)))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
@@ -89,37 +73,19 @@ mod tests {
     #[test]
     fn default_takes_all_but_local_variables() {
         let env = remote_env(&remote(), &EnvConfig::default());
-        assert_eq!(
-            keys(&env),
-            [
-                "AWS_REGION",
-                "AWS_ROLE_ARN",
-                "DATABASE_URL",
-                "HOSTNAME",
-                "NODE_ENV"
-            ]
-        );
+        assert_eq!(keys(&env), ["AWS_REGION", "AWS_ROLE_ARN", "DATABASE_URL", "HOSTNAME", "NODE_ENV"]);
         assert_eq!(env["HOSTNAME"], "web-0");
     }
 
     #[test]
     fn include_keeps_only_matches() {
-        let cfg = EnvConfig {
-            include: Some(Patterns::from_iter(["AWS_*", "DATABASE_?RL"])),
-            ..Default::default()
-        };
-        assert_eq!(
-            keys(&remote_env(&remote(), &cfg)),
-            ["AWS_REGION", "AWS_ROLE_ARN", "DATABASE_URL"]
-        );
+        let cfg = EnvConfig { include: Some(Patterns::from_iter(["AWS_*", "DATABASE_?RL"])), ..Default::default() };
+        assert_eq!(keys(&remote_env(&remote(), &cfg)), ["AWS_REGION", "AWS_ROLE_ARN", "DATABASE_URL"]);
     }
 
     #[test]
     fn star_include_does_not_bring_local_variables() {
-        let cfg = EnvConfig {
-            include: Some(Patterns::from_iter(["*"])),
-            ..Default::default()
-        };
+        let cfg = EnvConfig { include: Some(Patterns::from_iter(["*"])), ..Default::default() };
         let env = remote_env(&remote(), &cfg);
         for local in ["PATH", "HOME", "TERM", "LD_PRELOAD", "TETHER_SESSION"] {
             assert!(!env.contains_key(local), "{local}");
@@ -130,12 +96,7 @@ mod tests {
     #[test]
     fn literal_include_brings_local_variables_but_not_launch_ones() {
         let cfg = EnvConfig {
-            include: Some(Patterns::from_iter([
-                "PATH",
-                "LD_PRELOAD",
-                "TETHER_SESSION",
-                "HOM?",
-            ])),
+            include: Some(Patterns::from_iter(["PATH", "LD_PRELOAD", "TETHER_SESSION", "HOM?"])),
             ..Default::default()
         };
         let env = remote_env(&remote(), &cfg);
@@ -157,15 +118,10 @@ mod tests {
     fn override_wins_and_may_add_and_set_local_variables() {
         let cfg = EnvConfig {
             exclude: Some(Patterns::from_iter(["NODE_ENV"])),
-            r#override: [
-                ("NODE_ENV", "development"),
-                ("NEW", "1"),
-                ("TETHER_X", "y"),
-                ("DATABASE_URL", "local"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
+            r#override: [("NODE_ENV", "development"), ("NEW", "1"), ("TETHER_X", "y"), ("DATABASE_URL", "local")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
             ..Default::default()
         };
         let env = remote_env(&remote(), &cfg);
@@ -178,10 +134,7 @@ mod tests {
 
     #[test]
     fn empty_include_takes_nothing() {
-        let cfg = EnvConfig {
-            include: Some(Patterns::default()),
-            ..Default::default()
-        };
+        let cfg = EnvConfig { include: Some(Patterns::default()), ..Default::default() };
         assert!(remote_env(&remote(), &cfg).is_empty());
     }
 }

@@ -77,12 +77,7 @@ impl ConfigError {
     }
 
     /// Builds the error for a serde_json failure at `segments` while reading `text`.
-    pub(crate) fn from_json(
-        text: &str,
-        origin: &Path,
-        segments: &[Seg],
-        err: &serde_json::Error,
-    ) -> Self {
+    pub(crate) fn from_json(text: &str, origin: &Path, segments: &[Seg], err: &serde_json::Error) -> Self {
         let key = render_key(segments);
         let full = err.to_string();
         let suffix = format!(" at line {} column {}", err.line(), err.column());
@@ -123,31 +118,17 @@ impl ConfigError {
                 Some(Seg::Key(k)) => k.clone(),
                 _ => split_ticks(rest).0.unwrap_or_default(),
             };
-            e.hint = Some(suggest(
-                &unknown,
-                &expected,
-                "allowed keys",
-                "this object takes no keys",
-            ));
+            e.hint = Some(suggest(&unknown, &expected, "allowed keys", "this object takes no keys"));
         } else if raw.ends_with(", expected u16") || raw.ends_with(", expected u64") {
             // serde names the Rust type; say what the user may write.
             let (head, ty) = raw.rsplit_once(", expected ").unwrap_or((&raw, ""));
-            let want = if ty == "u16" {
-                "a port number (0-65535)"
-            } else {
-                "a whole number (0 or more)"
-            };
+            let want = if ty == "u16" { "a port number (0-65535)" } else { "a whole number (0 or more)" };
             e.message = format!("{head}, expected {want}");
         } else if let Some(rest) = raw.strip_prefix("unknown variant ") {
             let (unknown, expected) = split_ticks(rest);
             let unknown = unknown.unwrap_or_default();
             e.message = format!("unknown value `{unknown}`");
-            e.hint = Some(suggest(
-                &unknown,
-                &expected,
-                "allowed values",
-                "no value is allowed",
-            ));
+            e.hint = Some(suggest(&unknown, &expected, "allowed values", "no value is allowed"));
         }
         match locate(text, &segments, anchor) {
             Some(found) => {
@@ -255,10 +236,7 @@ fn offset_of(text: &str, line: usize, column: usize) -> usize {
     }
     let start = match line {
         1 => 0,
-        _ => text
-            .match_indices('\n')
-            .nth(line - 2)
-            .map_or(text.len(), |(i, _)| i + 1),
+        _ => text.match_indices('\n').nth(line - 2).map_or(text.len(), |(i, _)| i + 1),
     };
     (start + column).min(text.len())
 }
@@ -349,9 +327,7 @@ fn locate(text: &str, segments: &[Seg], anchor: usize) -> Option<Found> {
             }
         }
     }
-    let end = s
-        .value_end(i, 0)
-        .unwrap_or_else(|| next_char(text, i.min(text.len())));
+    let end = s.value_end(i, 0).unwrap_or_else(|| next_char(text, i.min(text.len())));
     Some(Found { key, value: i..end })
 }
 
@@ -446,10 +422,7 @@ mod tests {
             message: "unknown key".into(),
             hint: Some("did you mean `mode`?".into()),
         };
-        assert_eq!(
-            e.to_string(),
-            ".tether/tether.json:4:13: feature.fs.mod: unknown key; did you mean `mode`?"
-        );
+        assert_eq!(e.to_string(), ".tether/tether.json:4:13: feature.fs.mod: unknown key; did you mean `mode`?");
         let bare = ConfigError::new(Path::new(""), "feature.fs.local[0]", "invalid regex: x");
         assert_eq!(bare.to_string(), "feature.fs.local[0]: invalid regex: x");
         let no_pos = ConfigError::new(Path::new("a.json"), "", "cannot read");
@@ -468,10 +441,7 @@ mod tests {
 
     #[test]
     fn render_key_uses_dots_and_brackets() {
-        assert_eq!(
-            render_key(&[k("a"), k("b"), Seg::Index(2), k("c")]),
-            "a.b[2].c"
-        );
+        assert_eq!(render_key(&[k("a"), k("b"), Seg::Index(2), k("c")]), "a.b[2].c");
         assert_eq!(render_key(&[]), "");
     }
 

@@ -108,14 +108,7 @@ pub struct Decision {
 const REMOTE_FILES: [&str; 3] = ["/etc/resolv.conf", "/etc/hosts", "/etc/hostname"];
 
 /// Credentials under the home directory that are hidden.
-const CREDENTIALS: [&str; 6] = [
-    ".kube",
-    ".aws",
-    ".azure",
-    ".config/gcloud",
-    ".docker/config.json",
-    ".oci",
-];
+const CREDENTIALS: [&str; 6] = [".kube", ".aws", ".azure", ".config/gcloud", ".docker/config.json", ".oci"];
 
 /// System directories that stay local.
 const SYSTEM_DIRS: [&str; 17] = [
@@ -203,41 +196,28 @@ impl PathRules {
         let mut lists = Vec::new();
         let mut all = Vec::new();
         for (kind, name, patterns) in lists_in_order {
-            let mut list = UserList {
-                kind,
-                regexes: Vec::new(),
-                rules: Vec::new(),
-                write_rules: Vec::new(),
-            };
+            let mut list = UserList { kind, regexes: Vec::new(), rules: Vec::new(), write_rules: Vec::new() };
             for (i, p) in patterns.0.iter().enumerate() {
                 let key = format!("feature.fs.{name}[{i}]");
-                let re = Regex::new(p).map_err(|e| {
-                    ConfigError::new(Path::new(""), &key, format!("`{p}`: {}", regex_error(&e)))
-                })?;
+                let re = Regex::new(p)
+                    .map_err(|e| ConfigError::new(Path::new(""), &key, format!("`{p}`: {}", regex_error(&e))))?;
                 let rule = format!("{key} {p:?}");
-                list.write_rules
-                    .push(format!("{rule} (read-only: opened for writing, so local)").into());
+                list.write_rules.push(format!("{rule} (read-only: opened for writing, so local)").into());
                 list.rules.push(rule.into());
                 list.regexes.push(re);
                 all.push(p.as_str());
             }
             lists.push(list);
         }
-        let any_user = RegexSet::new(&all)
-            .map_err(|e| ConfigError::new(Path::new(""), "feature.fs", regex_error(&e)))?;
+        let any_user =
+            RegexSet::new(&all).map_err(|e| ConfigError::new(Path::new(""), "feature.fs", regex_error(&e)))?;
 
         let remote_files = REMOTE_FILES
             .iter()
             .map(|f| {
                 let read = format!("built-in: {f} comes from the target");
                 let write = format!("{read} (read-only: opened for writing, so local)");
-                (
-                    Prefix {
-                        path: (*f).into(),
-                        rule: read.into(),
-                    },
-                    write.into(),
-                )
+                (Prefix { path: (*f).into(), rule: read.into() }, write.into())
             })
             .collect();
 
@@ -248,10 +228,7 @@ impl PathRules {
                 CREDENTIALS.iter().map(move |c| {
                     let path = format!("{h}/{c}");
                     let rule = format!("built-in: credentials {path} are hidden from the program");
-                    Prefix {
-                        path,
-                        rule: rule.into(),
-                    }
+                    Prefix { path, rule: rule.into() }
                 })
             })
             .collect();
@@ -259,17 +236,11 @@ impl PathRules {
         let mut local_dirs = Vec::new();
         for dir in ctx.project_dirs.iter().filter_map(|d| usable_dir(d)) {
             let rule = format!("built-in: project directory {dir} stays local");
-            local_dirs.push(Prefix {
-                path: dir,
-                rule: rule.into(),
-            });
+            local_dirs.push(Prefix { path: dir, rule: rule.into() });
         }
         if let Some(h) = home {
             let rule = format!("built-in: home directory {h} stays local");
-            local_dirs.push(Prefix {
-                path: h,
-                rule: rule.into(),
-            });
+            local_dirs.push(Prefix { path: h, rule: rule.into() });
         }
         let mut ancestors: Vec<Prefix> = Vec::new();
         for dir in &local_dirs {
@@ -279,30 +250,18 @@ impl PathRules {
                     break;
                 }
                 let rule = format!("built-in: {parent} leads to {} and stays local", dir.path);
-                ancestors.push(Prefix {
-                    path: parent.into(),
-                    rule: rule.into(),
-                });
+                ancestors.push(Prefix { path: parent.into(), rule: rule.into() });
                 at = parent;
             }
         }
-        local_dirs.push(Prefix {
-            path: "/home".into(),
-            rule: "built-in: /home stays local".into(),
-        });
+        local_dirs.push(Prefix { path: "/home".into(), rule: "built-in: /home stays local".into() });
         for dir in SYSTEM_DIRS {
             let rule = format!("built-in: system directory {dir} stays local");
-            local_dirs.push(Prefix {
-                path: dir.into(),
-                rule: rule.into(),
-            });
+            local_dirs.push(Prefix { path: dir.into(), rule: rule.into() });
         }
 
         let (fallback_read, fallback_write): (&str, &str) = match cfg.mode {
-            FsMode::Local => (
-                "mode local: every path stays local",
-                "mode local: every path stays local",
-            ),
+            FsMode::Local => ("mode local: every path stays local", "mode local: every path stays local"),
             FsMode::LocalWithOverrides => (
                 "mode localwithoverrides: paths not named by read_only or read_write stay local",
                 "mode localwithoverrides: paths not named by read_only or read_write stay local",
@@ -339,10 +298,7 @@ impl PathRules {
 
     /// Where `path` (absolute, normalized) is served from for `access`, and why.
     pub fn decide(&self, path: &str, access: Access) -> Decision {
-        let d = |route, rule: &Arc<str>| Decision {
-            route,
-            rule: Arc::clone(rule),
-        };
+        let d = |route, rule: &Arc<str>| Decision { route, rule: Arc::clone(rule) };
         let remote_ro = |access, read_rule: &Arc<str>, write_rule: &Arc<str>| match access {
             Access::Read => d(Route::Remote { writable: false }, read_rule),
             Access::Write => d(Route::Local, write_rule),
@@ -361,9 +317,7 @@ impl PathRules {
                         ListKind::NotFound => d(Route::NotFound, &list.rules[i]),
                         ListKind::Local => d(Route::Local, &list.rules[i]),
                         ListKind::ReadWrite => d(Route::Remote { writable: true }, &list.rules[i]),
-                        ListKind::ReadOnly => {
-                            remote_ro(access, &list.rules[i], &list.write_rules[i])
-                        }
+                        ListKind::ReadOnly => remote_ro(access, &list.rules[i], &list.write_rules[i]),
                     };
                 }
             }
@@ -431,10 +385,7 @@ impl PathRules {
         let write = self.decide(path, Access::Write);
         let mut line = format!("{path}: {} ({})", read.route, read.rule);
         if write != read {
-            line.push_str(&format!(
-                "; opened for writing: {} ({})",
-                write.route, write.rule
-            ));
+            line.push_str(&format!("; opened for writing: {} ({})", write.route, write.rule));
         }
         line
     }
@@ -465,8 +416,7 @@ fn usable_dir(dir: &Path) -> Option<String> {
 
 /// Whether `path` is `dir` or inside it.
 fn under(path: &str, dir: &str) -> bool {
-    path.strip_prefix(dir)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    path.strip_prefix(dir).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 #[cfg(test)]
@@ -475,10 +425,7 @@ mod tests {
     use crate::model::RegexList;
 
     fn ctx() -> RuleContext {
-        RuleContext {
-            home: Some("/home/dev/".into()),
-            project_dirs: vec!["/work/proj".into()],
-        }
+        RuleContext { home: Some("/home/dev/".into()), project_dirs: vec!["/work/proj".into()] }
     }
 
     fn rules(cfg: FsConfig) -> PathRules {
@@ -486,10 +433,7 @@ mod tests {
     }
 
     fn mode(mode: FsMode) -> PathRules {
-        rules(FsConfig {
-            mode,
-            ..Default::default()
-        })
+        rules(FsConfig { mode, ..Default::default() })
     }
 
     const RO: Route = Route::Remote { writable: false };
@@ -504,17 +448,11 @@ mod tests {
         let r = mode(FsMode::Read);
         let d = r.decide("/app/config.txt", Access::Read);
         assert_eq!(d.route, RO);
-        assert_eq!(
-            &*d.rule,
-            "mode read: paths outside the local rules come from the target"
-        );
+        assert_eq!(&*d.rule, "mode read: paths outside the local rules come from the target");
         let d = r.decide("/app/config.txt", Access::Write);
         assert_eq!(d.route, Route::Local);
         assert_eq!(&*d.rule, "mode read: opened for writing, so local");
-        assert_eq!(
-            route(&r, "/var/run/secrets/kubernetes.io/token", Access::Read),
-            RO
-        );
+        assert_eq!(route(&r, "/var/run/secrets/kubernetes.io/token", Access::Read), RO);
     }
 
     #[test]
@@ -533,14 +471,7 @@ mod tests {
             not_found: RegexList::from_iter(["^/data"]),
             ..Default::default()
         });
-        for p in [
-            "/app/x",
-            "/data/x",
-            "/etc/hosts",
-            "/etc/resolv.conf",
-            "/home/dev/.kube/config",
-            "/srv",
-        ] {
+        for p in ["/app/x", "/data/x", "/etc/hosts", "/etc/resolv.conf", "/home/dev/.kube/config", "/srv"] {
             let d = r.decide(p, Access::Read);
             assert_eq!(d.route, Route::Local, "{p}");
             assert_eq!(&*d.rule, "mode local: every path stays local");
@@ -556,11 +487,7 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(route(&r, "/srv/x", Access::Read), Route::Local);
-        assert!(
-            r.decide("/srv/x", Access::Read)
-                .rule
-                .starts_with("mode localwithoverrides")
-        );
+        assert!(r.decide("/srv/x", Access::Read).rule.starts_with("mode localwithoverrides"));
         assert_eq!(route(&r, "/app/x", Access::Read), RO);
         assert_eq!(route(&r, "/data/x", Access::Write), RW);
         assert_eq!(route(&r, "/etc/resolv.conf", Access::Read), RO);
@@ -586,19 +513,13 @@ mod tests {
         for dir in SYSTEM_DIRS {
             let d = r.decide(&format!("{dir}/x"), Access::Read);
             assert_eq!(d.route, Route::Local, "{dir}");
-            assert_eq!(
-                &*d.rule,
-                format!("built-in: system directory {dir} stays local")
-            );
+            assert_eq!(&*d.rule, format!("built-in: system directory {dir} stays local"));
             assert_eq!(route(&r, dir, Access::Read), Route::Local, "{dir}");
         }
         let d = r.decide("/etc/passwd", Access::Read);
         assert_eq!(d.route, Route::Local);
         assert!(d.rule.contains("/etc stays local"));
-        assert_eq!(
-            &*r.decide("/", Access::Read).rule,
-            "built-in: / stays local"
-        );
+        assert_eq!(&*r.decide("/", Access::Read).rule, "built-in: / stays local");
         // Prefixes are whole path components.
         assert_eq!(route(&r, "/usrdata/x", Access::Read), RW);
         assert_eq!(route(&r, "/etcetera", Access::Read), RW);
@@ -620,58 +541,33 @@ mod tests {
         assert_eq!(&*d.rule, "built-in: home directory /home/dev stays local");
         let d = r.decide("/work/proj/main.go", Access::Write);
         assert_eq!(d.route, Route::Local);
-        assert_eq!(
-            &*d.rule,
-            "built-in: project directory /work/proj stays local"
-        );
+        assert_eq!(&*d.rule, "built-in: project directory /work/proj stays local");
         assert_eq!(route(&r, "/home/other/x", Access::Read), Route::Local);
         for c in CREDENTIALS {
             let d = r.decide(&format!("/home/dev/{c}"), Access::Read);
             assert_eq!(d.route, Route::NotFound, "{c}");
-            assert!(
-                d.rule.starts_with("built-in: credentials /home/dev/"),
-                "{}",
-                d.rule
-            );
+            assert!(d.rule.starts_with("built-in: credentials /home/dev/"), "{}", d.rule);
         }
-        assert_eq!(
-            route(&r, "/home/dev/.kube/config", Access::Read),
-            Route::NotFound
-        );
+        assert_eq!(route(&r, "/home/dev/.kube/config", Access::Read), Route::NotFound);
         assert_eq!(route(&r, "/home/dev/.kubex", Access::Read), Route::Local);
-        assert_eq!(
-            route(&r, "/home/dev/.docker/other.json", Access::Read),
-            Route::Local
-        );
-        assert_eq!(
-            route(&r, "/home/dev/.ssh/id_ed25519", Access::Read),
-            Route::Local
-        );
+        assert_eq!(route(&r, "/home/dev/.docker/other.json", Access::Read), Route::Local);
+        assert_eq!(route(&r, "/home/dev/.ssh/id_ed25519", Access::Read), Route::Local);
     }
 
     #[test]
     fn home_outside_home_dir_and_no_home() {
         let r = PathRules::new(
             &FsConfig::default(),
-            &RuleContext {
-                home: Some("/root".into()),
-                project_dirs: vec!["/".into(), "rel".into()],
-            },
+            &RuleContext { home: Some("/root".into()), project_dirs: vec!["/".into(), "rel".into()] },
         )
         .unwrap();
-        assert_eq!(
-            route(&r, "/root/.aws/credentials", Access::Read),
-            Route::NotFound
-        );
+        assert_eq!(route(&r, "/root/.aws/credentials", Access::Read), Route::NotFound);
         assert_eq!(route(&r, "/root/notes", Access::Read), Route::Local);
         // "/" and relative project dirs are ignored rather than making everything local.
         assert_eq!(route(&r, "/app/x", Access::Read), RO);
         let r = PathRules::new(&FsConfig::default(), &RuleContext::default()).unwrap();
         assert_eq!(route(&r, "/root/.aws/credentials", Access::Read), RO);
-        assert_eq!(
-            route(&r, "/home/dev/.kube/config", Access::Read),
-            Route::Local
-        );
+        assert_eq!(route(&r, "/home/dev/.kube/config", Access::Read), Route::Local);
     }
 
     #[test]
@@ -700,10 +596,7 @@ mod tests {
         assert_eq!(&*d.rule, "feature.fs.read_only[1] \"^/usr/share/app\"");
         let d = r.decide("/usr/share/app/x", Access::Write);
         assert_eq!(d.route, Route::Local);
-        assert!(
-            d.rule
-                .ends_with("(read-only: opened for writing, so local)")
-        );
+        assert!(d.rule.ends_with("(read-only: opened for writing, so local)"));
     }
 
     #[test]
@@ -719,18 +612,12 @@ mod tests {
     #[test]
     fn invalid_regex_is_an_error_naming_key_and_index() {
         let e = PathRules::new(
-            &FsConfig {
-                local: RegexList::from_iter(["ok", "(unclosed"]),
-                ..Default::default()
-            },
+            &FsConfig { local: RegexList::from_iter(["ok", "(unclosed"]), ..Default::default() },
             &ctx(),
         )
         .unwrap_err();
         assert_eq!(e.key, "feature.fs.local[1]");
-        assert_eq!(
-            e.to_string(),
-            "feature.fs.local[1]: `(unclosed`: invalid regex: unclosed group"
-        );
+        assert_eq!(e.to_string(), "feature.fs.local[1]: `(unclosed`: invalid regex: unclosed group");
     }
 
     #[test]
@@ -741,18 +628,12 @@ mod tests {
             "/app/config.txt: remote, read-only (mode read: paths outside the local rules come from the target); \
              opened for writing: local (mode read: opened for writing, so local)"
         );
-        assert_eq!(
-            r.explain("/usr/bin/env"),
-            "/usr/bin/env: local (built-in: system directory /usr stays local)"
-        );
+        assert_eq!(r.explain("/usr/bin/env"), "/usr/bin/env: local (built-in: system directory /usr stays local)");
         assert_eq!(
             mode(FsMode::Write).explain("/data"),
             "/data: remote, writable (mode write: paths outside the local rules come from the target, writable)"
         );
-        assert!(
-            r.explain("/home/dev/.aws/config")
-                .contains(": not found (built-in: credentials")
-        );
+        assert!(r.explain("/home/dev/.aws/config").contains(": not found (built-in: credentials"));
     }
 
     #[test]

@@ -35,7 +35,6 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let mut de = serde_json::Deserializer::from_str(text);
     let config: Config = serde_path_to_error::deserialize(&mut de)
         .map_err(|e| ConfigError::from_json(text, origin, &segments(e.path()), e.inner()))?;
-    de.end()
-        .map_err(|e| ConfigError::from_json(text, origin, &[], &e))?;
+    de.end().map_err(|e| ConfigError::from_json(text, origin, &[], &e))?;
     Ok(config)
 }

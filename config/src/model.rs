@@ -47,9 +47,32 @@ pub struct Config {
 /// children are still intercepted: the program a debugger or `go run` starts is decided by its
 /// own executable.
 pub const BUILT_IN_SKIPS: &[&str] = &[
-    "gdb", "lldb", "dlv", "lldb-server", "gdbserver", "strace", "ltrace",
-    "go", "compile", "asm", "link", "cgo", "vet", "gcc", "cc", "cc1", "as", "ld", "ld.bfd", "ld.gold", "collect2",
-    "x86_64-linux-gnu-gcc", "x86_64-linux-gnu-gcc-12", "x86_64-linux-gnu-ld", "x86_64-linux-gnu-as", "x86_64-linux-gnu-ld.bfd",
+    "gdb",
+    "lldb",
+    "dlv",
+    "lldb-server",
+    "gdbserver",
+    "strace",
+    "ltrace",
+    "go",
+    "compile",
+    "asm",
+    "link",
+    "cgo",
+    "vet",
+    "gcc",
+    "cc",
+    "cc1",
+    "as",
+    "ld",
+    "ld.bfd",
+    "ld.gold",
+    "collect2",
+    "x86_64-linux-gnu-gcc",
+    "x86_64-linux-gnu-gcc-12",
+    "x86_64-linux-gnu-ld",
+    "x86_64-linux-gnu-as",
+    "x86_64-linux-gnu-ld.bfd",
 ];
 
 /// Whether `exe_name` (a file name or a path) is one of the [`BUILT_IN_SKIPS`].
@@ -72,10 +95,7 @@ impl Config {
 pub struct TargetConfig {
     /// Target path: `pid:1234` (a local process), `pod/NAME`, `deployment/NAME`,
     /// `statefulset/NAME`, ... optionally followed by `/container/NAME`, or `targetless`.
-    #[serde(
-        deserialize_with = "crate::target::de_opt_path",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(deserialize_with = "crate::target::de_opt_path", skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<crate::target::TargetPathString>")]
     pub path: Option<String>,
     /// Kubernetes namespace of the target (default: the current context's namespace).
@@ -96,10 +116,7 @@ impl ShortForm for TargetConfig {
     const EXPECTING: &'static str = "a target path such as `pod/NAME`, or an object";
     fn from_str<E: de::Error>(s: &str) -> Result<Self, E> {
         crate::target::parse_target(s).map_err(|m| E::custom(format!("`{s}`: {m}")))?;
-        Ok(TargetConfig {
-            path: Some(s.to_owned()),
-            ..Default::default()
-        })
+        Ok(TargetConfig { path: Some(s.to_owned()), ..Default::default() })
     }
 }
 
@@ -199,13 +216,9 @@ pub struct FsConfig {
 }
 
 impl ShortForm for FsConfig {
-    const EXPECTING: &'static str =
-        "a file mode (`read`, `write`, `local`, `localwithoverrides`) or an object";
+    const EXPECTING: &'static str = "a file mode (`read`, `write`, `local`, `localwithoverrides`) or an object";
     fn from_str<E: de::Error>(s: &str) -> Result<Self, E> {
-        Ok(FsConfig {
-            mode: variant_from_str(s)?,
-            ..Default::default()
-        })
+        Ok(FsConfig { mode: variant_from_str(s)?, ..Default::default() })
     }
 }
 
@@ -256,11 +269,7 @@ pub struct NetworkConfig {
 
 impl Default for NetworkConfig {
     fn default() -> Self {
-        NetworkConfig {
-            incoming: IncomingConfig::default(),
-            outgoing: OutgoingConfig::default(),
-            dns: true,
-        }
+        NetworkConfig { incoming: IncomingConfig::default(), outgoing: OutgoingConfig::default(), dns: true }
     }
 }
 
@@ -283,20 +292,14 @@ pub struct IncomingConfig {
 impl IncomingConfig {
     /// The target port whose traffic a program listening on `local` gets.
     pub fn remote_port(&self, local: u16) -> u16 {
-        self.port_mapping
-            .iter()
-            .find(|m| m.local == local)
-            .map_or(local, |m| m.remote)
+        self.port_mapping.iter().find(|m| m.local == local).map_or(local, |m| m.remote)
     }
 }
 
 impl ShortForm for IncomingConfig {
     const EXPECTING: &'static str = "an incoming mode (`mirror`, `steal`, `off`) or an object";
     fn from_str<E: de::Error>(s: &str) -> Result<Self, E> {
-        Ok(IncomingConfig {
-            mode: variant_from_str(s)?,
-            ..Default::default()
-        })
+        Ok(IncomingConfig { mode: variant_from_str(s)?, ..Default::default() })
     }
 }
 
@@ -345,17 +348,11 @@ impl<'de> Deserialize<'de> for PortMapping {
                 while let Some(v) = seq.next_element::<serde_json::Value>()? {
                     ports.push(v);
                 }
-                let port = |v: &serde_json::Value| {
-                    v.as_u64()
-                        .filter(|p| (1..=65535).contains(p))
-                        .map(|p| p as u16)
-                };
+                let port = |v: &serde_json::Value| v.as_u64().filter(|p| (1..=65535).contains(p)).map(|p| p as u16);
                 match ports.as_slice() {
                     [l, r] => match (port(l), port(r)) {
                         (Some(local), Some(remote)) => Ok(PortMapping { local, remote }),
-                        _ => Err(de::Error::custom(format!(
-                            "expected {WHAT}, got [{l}, {r}]"
-                        ))),
+                        _ => Err(de::Error::custom(format!("expected {WHAT}, got [{l}, {r}]"))),
                     },
                     _ => Err(de::Error::custom(format!(
                         "expected {WHAT}, got {} value{}",
@@ -393,16 +390,10 @@ impl JsonSchema for PortMapping {
 pub struct HttpFilter {
     /// Regex matched against each header line `Name: value` (in HTTP/2, `:authority` counts as
     /// `host`).
-    #[serde(
-        deserialize_with = "crate::de::opt_regex",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(deserialize_with = "crate::de::opt_regex", skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
     /// Regex matched against the request path (with the query string; in HTTP/2, `:path`).
-    #[serde(
-        deserialize_with = "crate::de::opt_regex",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(deserialize_with = "crate::de::opt_regex", skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
 }
 
@@ -423,22 +414,14 @@ pub struct OutgoingConfig {
 
 impl Default for OutgoingConfig {
     fn default() -> Self {
-        OutgoingConfig {
-            tcp: true,
-            udp: true,
-            filter: None,
-        }
+        OutgoingConfig { tcp: true, udp: true, filter: None }
     }
 }
 
 impl ShortForm for OutgoingConfig {
     const EXPECTING: &'static str = "`true`, `false` or an object";
     fn from_bool<E: de::Error>(b: bool) -> Result<Self, E> {
-        Ok(OutgoingConfig {
-            tcp: b,
-            udp: b,
-            filter: None,
-        })
+        Ok(OutgoingConfig { tcp: b, udp: b, filter: None })
     }
 }
 
@@ -481,11 +464,7 @@ impl<'de> Deserialize<'de> for OutgoingFilter {
                         });
                     }
                     let entries = map.next_value::<FilterList>()?.0;
-                    found = Some(if remote {
-                        OutgoingFilter::Remote(entries)
-                    } else {
-                        OutgoingFilter::Local(entries)
-                    });
+                    found = Some(if remote { OutgoingFilter::Remote(entries) } else { OutgoingFilter::Local(entries) });
                 }
                 found.ok_or_else(|| de::Error::custom("the filter needs `remote` or `local`"))
             }
@@ -518,10 +497,7 @@ pub struct LayerConfig {
 
 impl Default for LayerConfig {
     fn default() -> Self {
-        LayerConfig {
-            dir: None,
-            require: true,
-        }
+        LayerConfig { dir: None, require: true }
     }
 }
 

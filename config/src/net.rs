@@ -84,16 +84,10 @@ impl FilterEntry {
             None => (None, s),
         };
         let (host, port, bracketed) = if let Some(inner) = rest.strip_prefix('[') {
-            let (host, after) = inner
-                .split_once(']')
-                .ok_or("missing `]` after an IPv6 address")?;
+            let (host, after) = inner.split_once(']').ok_or("missing `]` after an IPv6 address")?;
             let port = match after {
                 "" => None,
-                _ => Some(
-                    after
-                        .strip_prefix(':')
-                        .ok_or_else(|| format!("expected `:PORT` after `]`, got `{after}`"))?,
-                ),
+                _ => Some(after.strip_prefix(':').ok_or_else(|| format!("expected `:PORT` after `]`, got `{after}`"))?),
             };
             (host, port, true)
         } else if rest.matches(':').count() > 1 {
@@ -125,39 +119,26 @@ fn parse_host(h: &str) -> Result<Host, String> {
         return Ok(Host::Any);
     }
     if let Some((addr, prefix)) = h.split_once('/') {
-        let ip: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("`{addr}` is not an IP address"))?;
+        let ip: IpAddr = addr.parse().map_err(|_| format!("`{addr}` is not an IP address"))?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
         let prefix = prefix
             .parse::<u8>()
             .ok()
             .filter(|p| *p <= max)
             .ok_or_else(|| format!("`/{prefix}` is not a prefix length (0-{max})"))?;
-        return Ok(Host::Cidr {
-            net: mask(ip, prefix),
-            prefix,
-        });
+        return Ok(Host::Cidr { net: mask(ip, prefix), prefix });
     }
     if let Ok(ip) = h.parse::<IpAddr>() {
         let ip = ip.to_canonical();
-        return Ok(Host::Cidr {
-            net: ip,
-            prefix: if ip.is_ipv4() { 32 } else { 128 },
-        });
+        return Ok(Host::Cidr { net: ip, prefix: if ip.is_ipv4() { 32 } else { 128 } });
     }
     let name = h.strip_suffix('.').unwrap_or(h);
     let valid = !name.is_empty()
         && name.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
     if !valid {
-        return Err(format!(
-            "`{h}` is not a host name, an IP address or a CIDR block"
-        ));
+        return Err(format!("`{h}` is not a host name, an IP address or a CIDR block"));
     }
     if name.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return Err(format!("`{h}` is not a valid IPv4 address"));
@@ -171,20 +152,12 @@ fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
     match ip {
         IpAddr::V4(v4) => {
             let bits = u32::from(v4);
-            let m = if prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(prefix))
-            };
+            let m = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
             IpAddr::V4((bits & m).into())
         }
         IpAddr::V6(v6) => {
             let bits = u128::from(v6);
-            let m = if prefix == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(prefix))
-            };
+            let m = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
             IpAddr::V6((bits & m).into())
         }
     }
@@ -221,9 +194,7 @@ impl Entry {
             && self.entry.port.is_none_or(|p| p == port)
             && match &self.entry.host {
                 Host::Any => true,
-                Host::Cidr { net, prefix } => {
-                    net.is_ipv4() == ip.is_ipv4() && mask(ip, *prefix) == *net
-                }
+                Host::Cidr { net, prefix } => net.is_ipv4() == ip.is_ipv4() && mask(ip, *prefix) == *net,
                 Host::Name(_) => self.addrs.contains(&ip),
             }
     }
@@ -232,9 +203,7 @@ impl Entry {
     fn names_explicitly(&self, ip: IpAddr) -> bool {
         match &self.entry.host {
             Host::Any => false,
-            Host::Cidr { net, prefix } => {
-                net.is_loopback() || *prefix == if ip.is_ipv4() { 32 } else { 128 }
-            }
+            Host::Cidr { net, prefix } => net.is_loopback() || *prefix == if ip.is_ipv4() { 32 } else { 128 },
             Host::Name(_) => true,
         }
     }
@@ -267,18 +236,12 @@ impl OutgoingRules {
             let key = format!("feature.network.outgoing.filter.{name}[{i}]");
             let entry = FilterEntry::parse(text)
                 .map_err(|m| ConfigError::new(Path::new(""), &key, format!("`{text}`: {m}")))?;
-            entries.push(Entry {
-                entry,
-                rule: format!("{key} {text:?}").into(),
-                addrs: Vec::new(),
-            });
+            entries.push(Entry { entry, rule: format!("{key} {text:?}").into(), addrs: Vec::new() });
         }
         let unmatched = match remote_filter {
             None => "default: outgoing traffic goes through the target",
             Some(true) => "feature.network.outgoing.filter.remote names no entry for it, so local",
-            Some(false) => {
-                "feature.network.outgoing.filter.local names no entry for it, so through the target"
-            }
+            Some(false) => "feature.network.outgoing.filter.local names no entry for it, so through the target",
         };
         Ok(OutgoingRules {
             tcp: cfg.tcp,
@@ -320,10 +283,7 @@ impl OutgoingRules {
 
     /// Where traffic of `proto` to `dest` goes, and why.
     pub fn decide(&self, proto: Proto, dest: SocketAddr) -> NetDecision {
-        let d = |route, rule: &Arc<str>| NetDecision {
-            route,
-            rule: Arc::clone(rule),
-        };
+        let d = |route, rule: &Arc<str>| NetDecision { route, rule: Arc::clone(rule) };
         match proto {
             Proto::Tcp if !self.tcp => return d(NetRoute::Local, &self.tcp_off),
             Proto::Udp if !self.udp => return d(NetRoute::Local, &self.udp_off),
@@ -334,9 +294,10 @@ impl OutgoingRules {
         let stays_local = ip.is_loopback() || ip.is_unspecified();
         match self.remote_filter {
             Some(true) => {
-                let hit = self.entries.iter().find(|e| {
-                    e.matches(proto, ip, port) && (!stays_local || e.names_explicitly(ip))
-                });
+                let hit = self
+                    .entries
+                    .iter()
+                    .find(|e| e.matches(proto, ip, port) && (!stays_local || e.names_explicitly(ip)));
                 if let Some(e) = hit {
                     return d(NetRoute::Remote, &e.rule);
                 }
@@ -363,10 +324,7 @@ mod tests {
     use super::*;
 
     fn cidr(net: &str, prefix: u8) -> Host {
-        Host::Cidr {
-            net: net.parse().unwrap(),
-            prefix,
-        }
+        Host::Cidr { net: net.parse().unwrap(), prefix }
     }
 
     fn entry(proto: Option<Proto>, host: Host, port: Option<u16>) -> FilterEntry {
@@ -377,40 +335,22 @@ mod tests {
     fn parses_every_entry_form() {
         use Proto::*;
         let cases = [
-            (
-                "tcp://10.0.0.0/8:443",
-                entry(Some(Tcp), cidr("10.0.0.0", 8), Some(443)),
-            ),
+            ("tcp://10.0.0.0/8:443", entry(Some(Tcp), cidr("10.0.0.0", 8), Some(443))),
             ("udp://:53", entry(Some(Udp), Host::Any, Some(53))),
-            (
-                "db.svc.cluster.local:5432",
-                entry(None, Host::Name("db.svc.cluster.local".into()), Some(5432)),
-            ),
+            ("db.svc.cluster.local:5432", entry(None, Host::Name("db.svc.cluster.local".into()), Some(5432))),
             ("[::1]:80", entry(None, cidr("::1", 128), Some(80))),
             (":8080", entry(None, Host::Any, Some(8080))),
             ("10.1.2.3", entry(None, cidr("10.1.2.3", 32), None)),
             ("10.1.2.3:9", entry(None, cidr("10.1.2.3", 32), Some(9))),
             ("fd00::/8", entry(None, cidr("fd00::", 8), None)),
-            (
-                "tcp://[fd00:1::/32]:443",
-                entry(Some(Tcp), cidr("fd00:1::", 32), Some(443)),
-            ),
+            ("tcp://[fd00:1::/32]:443", entry(Some(Tcp), cidr("fd00:1::", 32), Some(443))),
             ("2001:db8::5", entry(None, cidr("2001:db8::5", 128), None)),
-            (
-                "TCP://Example.COM.",
-                entry(Some(Tcp), Host::Name("example.com".into()), None),
-            ),
+            ("TCP://Example.COM.", entry(Some(Tcp), Host::Name("example.com".into()), None)),
             ("tcp://", entry(Some(Tcp), Host::Any, None)),
             ("10.1.2.3/16", entry(None, cidr("10.1.0.0", 16), None)),
             ("0.0.0.0/0", entry(None, cidr("0.0.0.0", 0), None)),
-            (
-                "[::ffff:10.0.0.1]:1",
-                entry(None, cidr("10.0.0.1", 32), Some(1)),
-            ),
-            (
-                "localhost",
-                entry(None, Host::Name("localhost".into()), None),
-            ),
+            ("[::ffff:10.0.0.1]:1", entry(None, cidr("10.0.0.1", 32), Some(1))),
+            ("localhost", entry(None, Host::Name("localhost".into()), None)),
         ];
         for (text, want) in cases {
             assert_eq!(FilterEntry::parse(text), Ok(want), "{text}");
@@ -421,10 +361,7 @@ mod tests {
     fn rejects_bad_entries_with_reasons() {
         let cases = [
             ("", "empty entry"),
-            (
-                "http://x",
-                "unknown protocol `http`; use `tcp://` or `udp://`",
-            ),
+            ("http://x", "unknown protocol `http`; use `tcp://` or `udp://`"),
             (":0", "`0` is not a port (1-65535)"),
             ("x:70000", "`70000` is not a port (1-65535)"),
             ("x:http", "`http` is not a port (1-65535)"),
@@ -435,14 +372,8 @@ mod tests {
             ("[::1]80", "expected `:PORT` after `]`, got `80`"),
             ("[10.0.0.1]:80", "brackets are only for IPv6 addresses"),
             ("300.1.1.1", "`300.1.1.1` is not a valid IPv4 address"),
-            (
-                "bad host!",
-                "`bad host!` is not a host name, an IP address or a CIDR block",
-            ),
-            (
-                "a..b",
-                "`a..b` is not a host name, an IP address or a CIDR block",
-            ),
+            ("bad host!", "`bad host!` is not a host name, an IP address or a CIDR block"),
+            ("a..b", "`a..b` is not a host name, an IP address or a CIDR block"),
         ];
         for (text, want) in cases {
             assert_eq!(FilterEntry::parse(text).unwrap_err(), want, "{text}");
@@ -456,11 +387,7 @@ mod tests {
     fn filter(remote: bool, entries: &[&str]) -> OutgoingRules {
         let list = entries.iter().map(|s| s.to_string()).collect();
         rules(OutgoingConfig {
-            filter: Some(if remote {
-                OutgoingFilter::Remote(list)
-            } else {
-                OutgoingFilter::Local(list)
-            }),
+            filter: Some(if remote { OutgoingFilter::Remote(list) } else { OutgoingFilter::Local(list) }),
             ..Default::default()
         })
     }
@@ -478,19 +405,9 @@ mod tests {
         let r = rules(OutgoingConfig::default());
         let d = r.decide(Proto::Tcp, sa("10.0.0.1:80"));
         assert_eq!(d.route, NetRoute::Remote);
-        assert_eq!(
-            &*d.rule,
-            "default: outgoing traffic goes through the target"
-        );
+        assert_eq!(&*d.rule, "default: outgoing traffic goes through the target");
         assert_eq!(route(&r, Proto::Udp, "8.8.8.8:53"), NetRoute::Remote);
-        for local in [
-            "127.0.0.1:4000",
-            "127.9.9.9:1",
-            "[::1]:4000",
-            "0.0.0.0:80",
-            "[::]:80",
-            "[::ffff:127.0.0.1]:5",
-        ] {
+        for local in ["127.0.0.1:4000", "127.9.9.9:1", "[::1]:4000", "0.0.0.0:80", "[::]:80", "[::ffff:127.0.0.1]:5"] {
             let d = r.decide(Proto::Tcp, sa(local));
             assert_eq!(d.route, NetRoute::Local, "{local}");
             assert!(d.rule.starts_with("built-in: loopback"), "{}", d.rule);
@@ -499,22 +416,13 @@ mod tests {
 
     #[test]
     fn switched_off_protocols_stay_local() {
-        let r = rules(OutgoingConfig {
-            tcp: false,
-            ..Default::default()
-        });
+        let r = rules(OutgoingConfig { tcp: false, ..Default::default() });
         let d = r.decide(Proto::Tcp, sa("10.0.0.1:80"));
         assert_eq!(d.route, NetRoute::Local);
         assert_eq!(&*d.rule, "feature.network.outgoing.tcp is false");
         assert_eq!(route(&r, Proto::Udp, "10.0.0.1:53"), NetRoute::Remote);
-        let r = rules(OutgoingConfig {
-            udp: false,
-            ..Default::default()
-        });
-        assert_eq!(
-            &*r.decide(Proto::Udp, sa("10.0.0.1:53")).rule,
-            "feature.network.outgoing.udp is false"
-        );
+        let r = rules(OutgoingConfig { udp: false, ..Default::default() });
+        assert_eq!(&*r.decide(Proto::Udp, sa("10.0.0.1:53")).rule, "feature.network.outgoing.udp is false");
         assert_eq!(route(&r, Proto::Tcp, "10.0.0.1:53"), NetRoute::Remote);
     }
 
@@ -523,10 +431,7 @@ mod tests {
         let r = filter(true, &["tcp://10.0.0.0/8:443", "udp://:53", "[fd00::1]:80"]);
         let d = r.decide(Proto::Tcp, sa("10.2.3.4:443"));
         assert_eq!(d.route, NetRoute::Remote);
-        assert_eq!(
-            &*d.rule,
-            "feature.network.outgoing.filter.remote[0] \"tcp://10.0.0.0/8:443\""
-        );
+        assert_eq!(&*d.rule, "feature.network.outgoing.filter.remote[0] \"tcp://10.0.0.0/8:443\"");
         assert_eq!(route(&r, Proto::Tcp, "10.2.3.4:80"), NetRoute::Local);
         assert_eq!(route(&r, Proto::Udp, "10.2.3.4:443"), NetRoute::Local);
         assert_eq!(route(&r, Proto::Tcp, "11.0.0.1:443"), NetRoute::Local);
@@ -534,30 +439,16 @@ mod tests {
         assert_eq!(route(&r, Proto::Udp, "[2001:db8::1]:53"), NetRoute::Remote);
         assert_eq!(route(&r, Proto::Tcp, "[fd00::1]:80"), NetRoute::Remote);
         assert_eq!(route(&r, Proto::Tcp, "[fd00::2]:80"), NetRoute::Local);
-        assert_eq!(
-            route(&r, Proto::Tcp, "[::ffff:10.0.0.1]:443"),
-            NetRoute::Remote
-        );
+        assert_eq!(route(&r, Proto::Tcp, "[::ffff:10.0.0.1]:443"), NetRoute::Remote);
         let d = r.decide(Proto::Tcp, sa("11.0.0.1:443"));
-        assert_eq!(
-            &*d.rule,
-            "feature.network.outgoing.filter.remote names no entry for it, so local"
-        );
+        assert_eq!(&*d.rule, "feature.network.outgoing.filter.remote names no entry for it, so local");
         // `udp://:53` does not name loopback explicitly.
         assert_eq!(route(&r, Proto::Udp, "127.0.0.53:53"), NetRoute::Local);
     }
 
     #[test]
     fn remote_filter_may_name_loopback_explicitly() {
-        let r = filter(
-            true,
-            &[
-                "127.0.0.1:5432",
-                "[::1]:6379",
-                "0.0.0.0/0:80",
-                "127.0.0.0/8:9000",
-            ],
-        );
+        let r = filter(true, &["127.0.0.1:5432", "[::1]:6379", "0.0.0.0/0:80", "127.0.0.0/8:9000"]);
         assert_eq!(route(&r, Proto::Tcp, "127.0.0.1:5432"), NetRoute::Remote);
         assert_eq!(route(&r, Proto::Tcp, "[::1]:6379"), NetRoute::Remote);
         assert_eq!(route(&r, Proto::Tcp, "127.0.0.5:9000"), NetRoute::Remote);
@@ -571,10 +462,7 @@ mod tests {
         let r = filter(false, &["10.0.0.0/8", "tcp://:22", "fd00::/8"]);
         let d = r.decide(Proto::Tcp, sa("10.9.9.9:80"));
         assert_eq!(d.route, NetRoute::Local);
-        assert_eq!(
-            &*d.rule,
-            "feature.network.outgoing.filter.local[0] \"10.0.0.0/8\""
-        );
+        assert_eq!(&*d.rule, "feature.network.outgoing.filter.local[0] \"10.0.0.0/8\"");
         assert_eq!(route(&r, Proto::Tcp, "1.2.3.4:22"), NetRoute::Local);
         assert_eq!(route(&r, Proto::Udp, "1.2.3.4:22"), NetRoute::Remote);
         assert_eq!(route(&r, Proto::Tcp, "[fd12::1]:80"), NetRoute::Local);
@@ -597,25 +485,14 @@ mod tests {
     fn host_names_match_once_resolved() {
         let mut r = filter(
             true,
-            &[
-                "db.svc.cluster.local:5432",
-                "tcp://cache:6379",
-                "DB.svc.cluster.local:1",
-                "localhost:8080",
-            ],
+            &["db.svc.cluster.local:5432", "tcp://cache:6379", "DB.svc.cluster.local:1", "localhost:8080"],
         );
-        assert_eq!(
-            r.host_names(),
-            ["db.svc.cluster.local", "cache", "localhost"]
-        );
+        assert_eq!(r.host_names(), ["db.svc.cluster.local", "cache", "localhost"]);
         assert_eq!(route(&r, Proto::Tcp, "10.96.0.10:5432"), NetRoute::Local);
         r.set_resolved("db.svc.cluster.local.", vec!["10.96.0.10".parse().unwrap()]);
         let d = r.decide(Proto::Tcp, sa("10.96.0.10:5432"));
         assert_eq!(d.route, NetRoute::Remote);
-        assert_eq!(
-            &*d.rule,
-            "feature.network.outgoing.filter.remote[0] \"db.svc.cluster.local:5432\""
-        );
+        assert_eq!(&*d.rule, "feature.network.outgoing.filter.remote[0] \"db.svc.cluster.local:5432\"");
         assert_eq!(route(&r, Proto::Tcp, "10.96.0.10:1"), NetRoute::Remote);
         assert_eq!(route(&r, Proto::Tcp, "10.96.0.11:5432"), NetRoute::Local);
         assert_eq!(route(&r, Proto::Tcp, "10.96.0.12:6379"), NetRoute::Local);
@@ -630,17 +507,11 @@ mod tests {
     #[test]
     fn bad_entry_in_code_built_config_names_key() {
         let e = OutgoingRules::new(&OutgoingConfig {
-            filter: Some(OutgoingFilter::Local(vec![
-                "ok:1".into(),
-                "udp://:x".into(),
-            ])),
+            filter: Some(OutgoingFilter::Local(vec!["ok:1".into(), "udp://:x".into()])),
             ..Default::default()
         })
         .unwrap_err();
         assert_eq!(e.key, "feature.network.outgoing.filter.local[1]");
-        assert_eq!(
-            e.to_string(),
-            "feature.network.outgoing.filter.local[1]: `udp://:x`: `x` is not a port (1-65535)"
-        );
+        assert_eq!(e.to_string(), "feature.network.outgoing.filter.local[1]: `udp://:x`: `x` is not a port (1-65535)");
     }
 }

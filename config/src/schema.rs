@@ -11,17 +11,11 @@ use crate::model::Config;
 
 /// The JSON Schema of the config file.
 pub fn json_schema() -> serde_json::Value {
-    let schema = SchemaSettings::draft07()
-        .for_deserialize()
-        .into_generator()
-        .into_root_schema_for::<Config>();
+    let schema = SchemaSettings::draft07().for_deserialize().into_generator().into_root_schema_for::<Config>();
     let mut value = schema.to_value();
     unwrap_descriptions(&mut value);
     if let Some(obj) = value.as_object_mut() {
-        obj.insert(
-            "title".into(),
-            "tether configuration (.tether/tether.json)".into(),
-        );
+        obj.insert("title".into(), "tether configuration (.tether/tether.json)".into());
     }
     value
 }
@@ -34,8 +28,7 @@ fn unwrap_descriptions(v: &mut serde_json::Value) {
             for (key, value) in map.iter_mut() {
                 match value {
                     serde_json::Value::String(s) if key == "description" => {
-                        let paragraphs: Vec<String> =
-                            s.split("\n\n").map(|p| p.replace('\n', " ")).collect();
+                        let paragraphs: Vec<String> = s.split("\n\n").map(|p| p.replace('\n', " ")).collect();
                         *s = paragraphs.join("\n\n");
                     }
                     _ => unwrap_descriptions(value),
@@ -81,19 +74,9 @@ mod tests {
         let text = s.to_string();
         assert_eq!(s["additionalProperties"], false);
         let props = s["properties"].as_object().unwrap();
-        for key in [
-            "$schema",
-            "target",
-            "agent",
-            "feature",
-            "skip_processes",
-            "layer",
-        ] {
+        for key in ["$schema", "target", "agent", "feature", "skip_processes", "layer"] {
             assert!(props.contains_key(key), "missing {key}");
-            assert!(
-                props[key].get("description").is_some(),
-                "{key} has no description"
-            );
+            assert!(props[key].get("description").is_some(), "{key} has no description");
         }
         // Field docs become descriptions (editor hover), deep in the tree too.
         assert!(text.contains("Seconds to wait for the agent to start"));
@@ -101,12 +84,7 @@ mod tests {
         assert!(text.contains("\"localwithoverrides\""));
         assert!(!text.contains("r#override"));
         // Descriptions are unwrapped.
-        assert!(
-            !s["properties"]["target"]["description"]
-                .as_str()
-                .unwrap()
-                .contains('\n')
-        );
+        assert!(!s["properties"]["target"]["description"].as_str().unwrap().contains('\n'));
     }
 
     #[test]
@@ -122,30 +100,13 @@ mod tests {
     #[test]
     fn target_path_pattern_agrees_with_the_parser() {
         let s = json_schema();
-        let pattern = s["definitions"]["TargetPathString"]["pattern"]
-            .as_str()
-            .unwrap();
+        let pattern = s["definitions"]["TargetPathString"]["pattern"].as_str().unwrap();
         let re = regex::Regex::new(pattern).unwrap();
-        for good in [
-            "pid:1",
-            "targetless",
-            "pod/a",
-            "deployment/a-b.c/container/main",
-            "rollout/x9",
-        ] {
+        for good in ["pid:1", "targetless", "pod/a", "deployment/a-b.c/container/main", "rollout/x9"] {
             assert!(re.is_match(good), "{good}");
             assert!(crate::target::parse_target(good).is_ok(), "{good}");
         }
-        for bad in [
-            "pid:0",
-            "pid:x",
-            "pod/A",
-            "pod/-a",
-            "gizmo/a",
-            "pod/a/b/c",
-            "pod",
-            "pod/a/container/",
-        ] {
+        for bad in ["pid:0", "pid:x", "pod/A", "pod/-a", "gizmo/a", "pod/a/b/c", "pod", "pod/a/container/"] {
             assert!(!re.is_match(bad), "{bad}");
             assert!(crate::target::parse_target(bad).is_err(), "{bad}");
         }

@@ -56,11 +56,7 @@ pub enum TargetPath {
     /// `targetless`: an agent in the cluster that is not attached to any workload.
     Targetless,
     /// `KIND/NAME[/container/CONTAINER]`.
-    Kube {
-        kind: TargetKind,
-        name: String,
-        container: Option<String>,
-    },
+    Kube { kind: TargetKind, name: String, container: Option<String> },
 }
 
 impl fmt::Display for TargetPath {
@@ -68,11 +64,7 @@ impl fmt::Display for TargetPath {
         match self {
             TargetPath::Pid(pid) => write!(f, "pid:{pid}"),
             TargetPath::Targetless => f.write_str("targetless"),
-            TargetPath::Kube {
-                kind,
-                name,
-                container,
-            } => {
+            TargetPath::Kube { kind, name, container } => {
                 write!(f, "{}/{name}", kind.as_str())?;
                 if let Some(c) = container {
                     write!(f, "/container/{c}")?;
@@ -100,34 +92,25 @@ pub fn parse_target(s: &str) -> Result<TargetPath, String> {
         [kind, name] => (*kind, *name, None),
         [kind, name, "container", c] => (*kind, *name, Some(*c)),
         [_, _, other, _] => {
-            return Err(format!(
-                "unknown path segment `{other}`; expected `container`"
-            ));
+            return Err(format!("unknown path segment `{other}`; expected `container`"));
         }
         _ => return Err(FORMS.to_owned()),
     };
-    let kind = TargetKind::ALL
-        .into_iter()
-        .find(|k| k.as_str() == kind)
-        .ok_or_else(|| {
-            let kinds: Vec<_> = TargetKind::ALL.iter().map(|k| k.as_str()).collect();
-            let mut msg = format!("unknown target kind `{kind}`");
-            if let Some(best) = crate::error::closest(kind, kinds.iter().copied()) {
-                msg.push_str(&format!("; did you mean `{best}`?"));
-            } else {
-                msg.push_str(&format!("; expected one of {}", kinds.join(", ")));
-            }
-            msg
-        })?;
+    let kind = TargetKind::ALL.into_iter().find(|k| k.as_str() == kind).ok_or_else(|| {
+        let kinds: Vec<_> = TargetKind::ALL.iter().map(|k| k.as_str()).collect();
+        let mut msg = format!("unknown target kind `{kind}`");
+        if let Some(best) = crate::error::closest(kind, kinds.iter().copied()) {
+            msg.push_str(&format!("; did you mean `{best}`?"));
+        } else {
+            msg.push_str(&format!("; expected one of {}", kinds.join(", ")));
+        }
+        msg
+    })?;
     check_name(name, "name")?;
     if let Some(c) = container {
         check_name(c, "container name")?;
     }
-    Ok(TargetPath::Kube {
-        kind,
-        name: name.to_owned(),
-        container: container.map(str::to_owned),
-    })
+    Ok(TargetPath::Kube { kind, name: name.to_owned(), container: container.map(str::to_owned) })
 }
 
 /// Kubernetes object names: lowercase letters, digits, `-` and `.`, starting and ending with a
@@ -135,18 +118,10 @@ pub fn parse_target(s: &str) -> Result<TargetPath, String> {
 fn check_name(name: &str, what: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{name}` is not a valid {what} (lowercase letters, digits, `-`, `.`)"
-        ))
-    }
+    if ok { Ok(()) } else { Err(format!("`{name}` is not a valid {what} (lowercase letters, digits, `-`, `.`)")) }
 }
 
 /// Schema of a target path string, with a pattern so that editors flag a bad path as you type.
@@ -159,10 +134,7 @@ impl schemars::JsonSchema for TargetPathString {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         let kinds: Vec<&str> = TargetKind::ALL.iter().map(|k| k.as_str()).collect();
         let name = "[a-z0-9]([-a-z0-9.]*[a-z0-9])?";
-        let pattern = format!(
-            "^(targetless|pid:[1-9][0-9]*|({})/{name}(/container/{name})?)$",
-            kinds.join("|")
-        );
+        let pattern = format!("^(targetless|pid:[1-9][0-9]*|({})/{name}(/container/{name})?)$", kinds.join("|"));
         schemars::json_schema!({
             "type": "string",
             "description": "`pid:PID`, `targetless`, or `KIND/NAME[/container/NAME]` with KIND one of pod, deployment, statefulset, replicaset, job, cronjob, rollout, service.",
@@ -197,29 +169,14 @@ mod tests {
         for (text, want) in [
             ("pid:1234", TargetPath::Pid(1234)),
             ("targetless", TargetPath::Targetless),
-            (
-                "pod/web-0",
-                TargetPath::Kube {
-                    kind: TargetKind::Pod,
-                    name: "web-0".into(),
-                    container: None,
-                },
-            ),
+            ("pod/web-0", TargetPath::Kube { kind: TargetKind::Pod, name: "web-0".into(), container: None }),
             (
                 "deployment/api/container/main",
-                TargetPath::Kube {
-                    kind: TargetKind::Deployment,
-                    name: "api".into(),
-                    container: Some("main".into()),
-                },
+                TargetPath::Kube { kind: TargetKind::Deployment, name: "api".into(), container: Some("main".into()) },
             ),
             (
                 "statefulset/db.v2",
-                TargetPath::Kube {
-                    kind: TargetKind::StatefulSet,
-                    name: "db.v2".into(),
-                    container: None,
-                },
+                TargetPath::Kube { kind: TargetKind::StatefulSet, name: "db.v2".into(), container: None },
             ),
         ] {
             let got = parse_target(text).unwrap();
@@ -230,46 +187,20 @@ mod tests {
 
     #[test]
     fn rejects_bad_paths_with_reasons() {
-        assert_eq!(
-            parse_target("pid:abc").unwrap_err(),
-            "`abc` is not a process id"
-        );
-        assert_eq!(
-            parse_target("pid:0").unwrap_err(),
-            "`0` is not a process id"
-        );
+        assert_eq!(parse_target("pid:abc").unwrap_err(), "`abc` is not a process id");
+        assert_eq!(parse_target("pid:0").unwrap_err(), "`0` is not a process id");
         assert_eq!(
             parse_target("deploymnet/api").unwrap_err(),
             "unknown target kind `deploymnet`; did you mean `deployment`?"
         );
-        assert!(
-            parse_target("gizmo/api")
-                .unwrap_err()
-                .contains("expected one of pod, deployment")
-        );
+        assert!(parse_target("gizmo/api").unwrap_err().contains("expected one of pod, deployment"));
         assert_eq!(
             parse_target("pod/Web").unwrap_err(),
             "`Web` is not a valid name (lowercase letters, digits, `-`, `.`)"
         );
-        assert!(
-            parse_target("pod/a/contianer/b")
-                .unwrap_err()
-                .contains("`contianer`")
-        );
-        assert!(
-            parse_target("pod")
-                .unwrap_err()
-                .starts_with("expected `pid:PID`")
-        );
-        assert!(
-            parse_target("pod/")
-                .unwrap_err()
-                .contains("not a valid name")
-        );
-        assert!(
-            parse_target("pod/a/container/-x")
-                .unwrap_err()
-                .contains("container name")
-        );
+        assert!(parse_target("pod/a/contianer/b").unwrap_err().contains("`contianer`"));
+        assert!(parse_target("pod").unwrap_err().starts_with("expected `pid:PID`"));
+        assert!(parse_target("pod/").unwrap_err().contains("not a valid name"));
+        assert!(parse_target("pod/a/container/-x").unwrap_err().contains("container name"));
     }
 }

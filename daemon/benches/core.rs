@@ -72,7 +72,10 @@ fn main() {
     let target = tether_testkit::programs::target_dir();
     let profile_dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
     let tether = profile_dir.join("tether");
-    assert!(tether.exists() && profile_dir.join("tether-agent").exists(), "build first: cargo build --workspace --release");
+    assert!(
+        tether.exists() && profile_dir.join("tether-agent").exists(),
+        "build first: cargo build --workspace --release"
+    );
     let dir = std::env::temp_dir().join(format!("tether-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let probe = target.join("bench-core");
@@ -100,20 +103,38 @@ fn main() {
     // 1. Trapped-call overhead on a local file.
     let t = field(&b.under_tether(&["open", local4k, "20000"]), "median_us");
     let base = field(&b.bare(&["open", local4k, "20000"], None), "median_us");
-    row("open+close of a local file (us/call)", format!("{t:.2}"), format!("{base:.2}"), format!("+{:.2} us", t - base), "< +15 us");
+    row(
+        "open+close of a local file (us/call)",
+        format!("{t:.2}"),
+        format!("{base:.2}"),
+        format!("+{:.2} us", t - base),
+        "< +15 us",
+    );
 
     // 2. A remote 4 KiB file: open+read+close vs one round trip (a remote stat).
     let t = field(&b.under_tether(&["read", "/app/4k.bin", "2000"]), "median_us");
     let rt = field(&b.under_tether(&["stat", "/app/4k.bin", "2000"]), "median_us");
     let local = field(&b.bare(&["read", local4k, "2000"], None), "median_us");
-    row("remote 4 KiB open+read+close (us)", format!("{t:.1}"), format!("{rt:.1} (1 RTT)"), format!("{:.2} RTTs", t / rt), "1 round trip");
+    row(
+        "remote 4 KiB open+read+close (us)",
+        format!("{t:.1}"),
+        format!("{rt:.1} (1 RTT)"),
+        format!("{:.2} RTTs", t / rt),
+        "1 round trip",
+    );
     row("  same file read locally, bare (us)", format!("{local:.2}"), String::new(), String::new(), "");
 
     // 3. Outgoing TCP: 1-byte request/response and bulk throughput, vs direct from the pod.
     let pod_ns = pod.netns_path();
     let t = field(&b.under_tether(&["rr", "198.18.0.11:7", "5000"]), "median_us");
     let base = field(&b.bare(&["rr", "198.18.0.11:7", "5000"], Some(pod_ns.clone())), "median_us");
-    row("TCP 1-byte request/response (us)", format!("{t:.1}"), format!("{base:.1}"), format!("+{:.1} us", t - base), "< +100 us");
+    row(
+        "TCP 1-byte request/response (us)",
+        format!("{t:.1}"),
+        format!("{base:.1}"),
+        format!("+{:.1} us", t - base),
+        "< +100 us",
+    );
     let mut tt = Vec::new();
     let mut bb = Vec::new();
     for _ in 0..3 {
@@ -129,14 +150,23 @@ fn main() {
     for _ in 0..30 {
         let s = Instant::now();
         let mut cmd = b.tether();
-        ok(cmd.args(["exec", "--target", &format!("pid:{}", pod.pid), "--", "/bin/true"]).output().unwrap(), "exec true");
+        ok(
+            cmd.args(["exec", "--target", &format!("pid:{}", pod.pid), "--", "/bin/true"]).output().unwrap(),
+            "exec true",
+        );
         tt.push(s.elapsed().as_secs_f64() * 1e3);
         let s = Instant::now();
         ok(Command::new("/bin/true").output().unwrap(), "true");
         bb.push(s.elapsed().as_secs_f64() * 1e3);
     }
     let (t, base) = (median(tt), median(bb));
-    row("tether exec -- /bin/true, warm (ms)", format!("{t:.1}"), format!("{base:.1}"), format!("+{:.1} ms", t - base), "< 50 ms");
+    row(
+        "tether exec -- /bin/true, warm (ms)",
+        format!("{t:.1}"),
+        format!("{base:.1}"),
+        format!("+{:.1} ms", t - base),
+        "< 50 ms",
+    );
 
     let _ = b.tether().args(["daemon", "stop"]).output();
     drop(pod);

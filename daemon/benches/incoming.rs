@@ -21,8 +21,8 @@ mod common;
 
 use common::median;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -53,14 +53,7 @@ fn load(client: &Path, to: &str, threads: usize, keepalive: bool, header: &str) 
 }
 
 /// [`load`], each thread starting a request at most every `pace` (a steady, moderate load).
-fn load_paced(
-    client: &Path,
-    to: &str,
-    threads: usize,
-    keepalive: bool,
-    header: &str,
-    pace: Option<Duration>,
-) -> Load {
+fn load_paced(client: &Path, to: &str, threads: usize, keepalive: bool, header: &str, pace: Option<Duration>) -> Load {
     let to: SocketAddr = to.parse().unwrap();
     let start = Instant::now();
     let handles: Vec<_> = (0..threads)
@@ -79,8 +72,7 @@ fn load_paced(
                         break;
                     }
                     if let Some(p) = pace
-                        && let Some(wait) =
-                            (t0 + p * i as u32).checked_duration_since(Instant::now())
+                        && let Some(wait) = (t0 + p * i as u32).checked_duration_since(Instant::now())
                     {
                         std::thread::sleep(wait);
                     }
@@ -88,8 +80,7 @@ fn load_paced(
                     let c = match conn.as_mut() {
                         Some(c) => c,
                         None => {
-                            let c = TcpStream::connect_timeout(&to, Duration::from_secs(5))
-                                .expect("connect");
+                            let c = TcpStream::connect_timeout(&to, Duration::from_secs(5)).expect("connect");
                             c.set_nodelay(true).unwrap();
                             c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                             conn.insert(c)
@@ -109,15 +100,9 @@ fn load_paced(
             })
         })
         .collect();
-    let lat: Vec<f64> = handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
+    let lat: Vec<f64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
     let secs = start.elapsed().as_secs_f64();
-    Load {
-        rps: lat.len() as f64 / secs,
-        median_us: median(lat),
-    }
+    Load { rps: lat.len() as f64 / secs, median_us: median(lat) }
 }
 
 /// Reads one response with a Content-Length body.
@@ -128,19 +113,13 @@ fn read_response(c: &mut TcpStream) -> bool {
         match c.read(&mut b) {
             Ok(1) => head.push(b[0]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            other => panic!(
-                "response ended early: {other:?} {}",
-                String::from_utf8_lossy(&head)
-            ),
+            other => panic!("response ended early: {other:?} {}", String::from_utf8_lossy(&head)),
         }
     }
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
     let len: usize = head
         .lines()
-        .find_map(|l| {
-            l.strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
+        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
         .expect("content-length");
     let mut body = vec![0u8; len];
     c.read_exact(&mut body).unwrap();
@@ -172,16 +151,11 @@ impl Bench {
         let path = self.dir.join(format!("tether-{port}.json"));
         std::fs::write(&path, config).unwrap();
         let mut cmd = self.tether();
-        cmd.args([
-            "exec",
-            "--target",
-            &format!("pid:{}", self.pod_pid),
-            "--config",
-        ])
-        .arg(&path)
-        .arg("--")
-        .arg(&self.server)
-        .arg(port.to_string());
+        cmd.args(["exec", "--target", &format!("pid:{}", self.pod_pid), "--config"])
+            .arg(&path)
+            .arg("--")
+            .arg(&self.server)
+            .arg(port.to_string());
         wait_listening(cmd)
     }
 }
@@ -197,21 +171,11 @@ impl Drop for Server {
 }
 
 fn wait_listening(mut cmd: Command) -> Server {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let server = Server(child);
-    assert!(
-        line.starts_with("listening"),
-        "the server did not start: {line:?}"
-    );
+    assert!(line.starts_with("listening"), "the server did not start: {line:?}");
     server
 }
 
@@ -225,12 +189,9 @@ fn wait_target(client: &ClientNetns) {
     while Instant::now() < deadline {
         let ok = client
             .run(|| -> Option<bool> {
-                let mut c =
-                    TcpStream::connect_timeout(&WEB.parse().unwrap(), Duration::from_secs(1))
-                        .ok()?;
+                let mut c = TcpStream::connect_timeout(&WEB.parse().unwrap(), Duration::from_secs(1)).ok()?;
                 c.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-                c.write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
-                    .ok()?;
+                c.write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n").ok()?;
                 let mut s = String::new();
                 c.read_to_string(&mut s).ok()?;
                 Some(s.contains("hello from pod"))
@@ -256,13 +217,7 @@ fn main() {
         std::process::exit(2);
     }
     let target = tether_testkit::programs::target_dir();
-    let profile_dir = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
+    let profile_dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
     let tether = profile_dir.join("tether");
     assert!(
         tether.exists() && profile_dir.join("tether-agent").exists(),
@@ -285,36 +240,17 @@ fn main() {
     // The load client opens tens of thousands of connections: let it reuse TIME_WAIT ports
     // (otherwise finding a free port, not the server, dominates a connection's latency).
     let mut sysctl = Command::new("sysctl");
-    sysctl.args([
-        "-qw",
-        "net.ipv4.tcp_tw_reuse=1",
-        "net.ipv4.ip_local_port_range=10000 65000",
-    ]);
+    sysctl.args(["-qw", "net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=10000 65000"]);
     tether_testkit::command_in_netns(&mut sysctl, &cns).expect("entering a network namespace");
     assert!(sysctl.status().unwrap().success());
     let laptop = format!("tether-bench-in-laptop-{}", std::process::id());
-    Command::new("ip")
-        .args(["netns", "add", &laptop])
-        .status()
-        .unwrap();
-    Command::new("ip")
-        .args(["-n", &laptop, "link", "set", "lo", "up"])
-        .status()
-        .unwrap();
-    let b = Bench {
-        dir: dir.clone(),
-        laptop: laptop.clone(),
-        tether,
-        server: server.clone(),
-        pod_pid: pod.pid,
-    };
+    Command::new("ip").args(["netns", "add", &laptop]).status().unwrap();
+    Command::new("ip").args(["-n", &laptop, "link", "set", "lo", "up"]).status().unwrap();
+    let b = Bench { dir: dir.clone(), laptop: laptop.clone(), tether, server: server.clone(), pod_pid: pod.pid };
     let _cleanup = Cleanup(&b);
     let threads = 2;
 
-    println!(
-        "{:<52} {:>12} {:>12} {:>12}   goal",
-        "figure (medians)", "tether", "baseline", "result"
-    );
+    println!("{:<52} {:>12} {:>12} {:>12}   goal", "figure (medians)", "tether", "baseline", "result");
 
     // INCOMING_BENCH_ONLY=steal,mirror,filter (any of them) runs only those parts.
     let only = std::env::var("INCOMING_BENCH_ONLY").unwrap_or_default();
@@ -362,7 +298,10 @@ fn main() {
         direct.arg("8090");
         tether_testkit::command_in_netns(&mut direct, &pod.netns_path()).expect("entering a network namespace");
         let direct = wait_listening(direct);
-        let steal = b.serve(r#"{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18090, 80]]}}}}"#, 18090);
+        let steal = b.serve(
+            r#"{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18090, 80]]}}}}"#,
+            18090,
+        );
         for (what, keepalive) in [("new connection per request", false), ("keep-alive", true)] {
             // Warm up, then ROUNDS rounds side by side (alternating which goes first, since this
             // machine's load drifts); medians of the rounds.
@@ -378,10 +317,7 @@ fn main() {
                     (load(&cns, WEB, threads, keepalive, ""), b)
                 };
                 let strays = OTHER_BODIES.swap(0, std::sync::atomic::Ordering::Relaxed);
-                assert_eq!(
-                    strays, 0,
-                    "{strays} answers did not come from the local server"
-                );
+                assert_eq!(strays, 0, "{strays} answers did not come from the local server");
                 ratio.push(a.rps / b.rps);
                 t.push(a);
                 base.push(b);
@@ -413,19 +349,18 @@ fn main() {
     //    two cores with the target (on a laptop it would not), and a saturated machine would
     //    measure that contention, not the mirror's place in the target's data path (none).
     let pace = Some(Duration::from_millis(2));
-    let mirror_cases: &[(&str, bool)] = if part("mirror") {
-        &[("new connection per request", false), ("keep-alive", true)]
-    } else {
-        &[]
-    };
+    let mirror_cases: &[(&str, bool)] =
+        if part("mirror") { &[("new connection per request", false), ("keep-alive", true)] } else { &[] };
     for &(what, keepalive) in mirror_cases {
         load_paced(&cns, WEB, 1, keepalive, "", pace);
         // ROUNDS rounds of "without, then with a session"; medians of the rounds.
         let (mut with, mut without, mut change) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
             let base = load_paced(&cns, WEB, 1, keepalive, "", pace);
-            let mirror =
-                b.serve(r#"{"feature": {"network": {"incoming": {"mode": "mirror", "port_mapping": [[18091, 80]]}}}}"#, 18091);
+            let mirror = b.serve(
+                r#"{"feature": {"network": {"incoming": {"mode": "mirror", "port_mapping": [[18091, 80]]}}}}"#,
+                18091,
+            );
             let t = load_paced(&cns, WEB, 1, keepalive, "", pace);
             stop(mirror);
             wait_target(&client);
@@ -478,18 +413,12 @@ struct Cleanup<'a>(&'a Bench);
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.0.dir.join("state/tether/daemon.log"))
-                .unwrap_or_default();
+            let log = std::fs::read_to_string(self.0.dir.join("state/tether/daemon.log")).unwrap_or_default();
             let lines: Vec<&str> = log.lines().collect();
-            eprintln!(
-                "--- daemon log (last lines)\n{}",
-                lines[lines.len().saturating_sub(40)..].join("\n")
-            );
+            eprintln!("--- daemon log (last lines)\n{}", lines[lines.len().saturating_sub(40)..].join("\n"));
         }
         let _ = self.0.tether().args(["daemon", "stop"]).output();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.0.laptop])
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.0.laptop]).status();
         let _ = std::fs::remove_dir_all(&self.0.dir);
     }
 }

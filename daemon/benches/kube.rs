@@ -51,15 +51,24 @@ fn main() {
     Command::new("ip").args(["-n", &laptop, "link", "set", "lo", "up"]).status().unwrap();
     let laptop_ns = PathBuf::from(format!("/var/run/netns/{laptop}"));
 
-    let fake = FakeCluster::start(FakeOptions { agent_bin: agent, netns: Some(laptop_ns.clone()), namespace: "default".into() })
-        .expect("the fake API server");
+    let fake = FakeCluster::start(FakeOptions {
+        agent_bin: agent,
+        netns: Some(laptop_ns.clone()),
+        namespace: "default".into(),
+    })
+    .expect("the fake API server");
     const RUNS: usize = 7;
     for i in 0..=RUNS {
         let name = format!("web{i}");
         fake.add_deployment("default", &name, &[("app", &name)], &["app", "istio-proxy"], 1);
         let spec = PodSpec::new(&name).env("POD_ONLY", "1").file("/app/4k.bin", vec![b'x'; 4096]);
-        fake.add_pod(FakePod::new(&format!("{name}-5d8f9-x7k2p")).label("app", &name).containers(&["app", "istio-proxy"]).local(spec))
-            .expect("a pod");
+        fake.add_pod(
+            FakePod::new(&format!("{name}-5d8f9-x7k2p"))
+                .label("app", &name)
+                .containers(&["app", "istio-proxy"])
+                .local(spec),
+        )
+        .expect("a pod");
     }
     for i in 0..50 {
         let name = format!("svc{i:02}");
@@ -71,8 +80,13 @@ fn main() {
     }
     for i in 0..1000 {
         let app = format!("svc{:02}", i % 50);
-        fake.add_pod(FakePod::new(&format!("{app}-7c9d8f6b5-{i:05}")).namespace("big").label("app", &app).containers(&["app", "istio-proxy"]))
-            .expect("a pod");
+        fake.add_pod(
+            FakePod::new(&format!("{app}-7c9d8f6b5-{i:05}"))
+                .namespace("big")
+                .label("app", &app)
+                .containers(&["app", "istio-proxy"]),
+        )
+        .expect("a pod");
     }
 
     let tether_cmd = || {
@@ -87,7 +101,10 @@ fn main() {
     };
     let exec = |target: &str| -> f64 {
         let s = Instant::now();
-        ok(tether_cmd().args(["exec", "--target", target, "--", "/bin/true"]).output().unwrap(), &format!("exec {target}"));
+        ok(
+            tether_cmd().args(["exec", "--target", target, "--", "/bin/true"]).output().unwrap(),
+            &format!("exec {target}"),
+        );
         s.elapsed().as_secs_f64() * 1e3
     };
     let log_path = dir.join("state/tether/daemon.log");
@@ -118,7 +135,13 @@ fn main() {
     let (share, wait, wall, warm) = (median(share), median(waits), median(walls), median(warm));
     row("exec deployment/NAME -- /bin/true, new agent: wall", format!("{wall:.1}"), String::new(), String::new(), "");
     row("  of which waiting for the agent (container, port)", format!("{wait:.1}"), String::new(), String::new(), "");
-    row("  daemon's own share (wall - agent wait)", format!("{share:.1}"), format!("{warm:.1}"), format!("+{:.1} ms", share - warm), "< 100 ms");
+    row(
+        "  daemon's own share (wall - agent wait)",
+        format!("{share:.1}"),
+        format!("{warm:.1}"),
+        format!("+{:.1} ms", share - warm),
+        "< 100 ms",
+    );
     println!("  (baseline: the same exec with the agent already running)");
 
     // 2. `tether ls` over 1,000 pods vs the three list calls by curl.
@@ -137,13 +160,23 @@ fn main() {
         tt.push(s.elapsed().as_secs_f64() * 1e3);
         lines = out.lines().count();
         let s = Instant::now();
-        for p in ["/apis/apps/v1/namespaces/big/deployments", "/apis/apps/v1/namespaces/big/statefulsets", "/api/v1/namespaces/big/pods"] {
+        for p in [
+            "/apis/apps/v1/namespaces/big/deployments",
+            "/apis/apps/v1/namespaces/big/statefulsets",
+            "/api/v1/namespaces/big/pods",
+        ] {
             curl(p);
         }
         bb.push(s.elapsed().as_secs_f64() * 1e3);
     }
     let (t, base) = (median(tt), median(bb));
-    row(&format!("tether ls, 1,000 pods ({} lines)", lines), format!("{t:.1}"), format!("{base:.1}"), format!("{:.2}x", t / base), "< 300 ms");
+    row(
+        &format!("tether ls, 1,000 pods ({} lines)", lines),
+        format!("{t:.1}"),
+        format!("{base:.1}"),
+        format!("{:.2}x", t / base),
+        "< 300 ms",
+    );
     println!("  (baseline: the same three list calls by curl, one after another)");
 
     // 3. Round trips through the port-forward vs through a local agent, on the same pod.
@@ -158,10 +191,17 @@ fn main() {
     let pod_pid = fake.with_local_pod("default", "web1-5d8f9-x7k2p", |p| p.pid).expect("the local pod");
     let calls = |target: &str, mode: &str| -> (f64, f64) {
         let out = ok(
-            tether_cmd().args(["exec", "--target", target, "--"]).arg(&probe).args([mode, "/app/4k.bin", "500"]).output().unwrap(),
+            tether_cmd()
+                .args(["exec", "--target", target, "--"])
+                .arg(&probe)
+                .args([mode, "/app/4k.bin", "500"])
+                .output()
+                .unwrap(),
             &format!("{mode} through {target}"),
         );
-        let field = |name: &str| out.split_whitespace().skip_while(|w| *w != name).nth(1).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+        let field = |name: &str| {
+            out.split_whitespace().skip_while(|w| *w != name).nth(1).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+        };
         (field("median_us"), field("p99_us"))
     };
     for (mode, what) in [("stat", "remote stat"), ("read", "remote 4 KiB open+read+close")] {
@@ -175,8 +215,20 @@ fn main() {
             lp.push(p);
         }
         let (km, kp, lm, lp) = (median(km) / 1e3, median(kp) / 1e3, median(lm) / 1e3, median(lp) / 1e3);
-        row(&format!("{what}, port-forward: median"), format!("{km:.2}"), format!("{lm:.2}"), format!("+{:.2} ms", km - lm), "");
-        row(&format!("{what}, port-forward: p99"), format!("{kp:.2}"), format!("{lp:.2}"), format!("+{:.2} ms", kp - lp), "no stalls (< 10 ms)");
+        row(
+            &format!("{what}, port-forward: median"),
+            format!("{km:.2}"),
+            format!("{lm:.2}"),
+            format!("+{:.2} ms", km - lm),
+            "",
+        );
+        row(
+            &format!("{what}, port-forward: p99"),
+            format!("{kp:.2}"),
+            format!("{lp:.2}"),
+            format!("+{:.2} ms", kp - lp),
+            "no stalls (< 10 ms)",
+        );
     }
     println!("  (baseline: the same calls on the same pod through a local agent, pid:N)");
 

@@ -106,9 +106,10 @@ pub fn launch_entry(file: &Path, name: &str) -> anyhow::Result<Value> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let doc: Value = serde_json::from_str(&strip_jsonc(&text))
         .with_context(|| format!("{} is not valid JSON (with comments)", file.display()))?;
-    let configs = doc.get("configurations").and_then(Value::as_array).with_context(|| {
-        format!("{} has no `configurations` list", file.display())
-    })?;
+    let configs = doc
+        .get("configurations")
+        .and_then(Value::as_array)
+        .with_context(|| format!("{} has no `configurations` list", file.display()))?;
     if let Some(found) = configs.iter().find(|c| c.get("name").and_then(Value::as_str) == Some(name)) {
         return Ok(found.clone());
     }
@@ -122,7 +123,8 @@ mod tests {
 
     #[test]
     fn comments_and_trailing_commas_go_strings_stay() {
-        let text = "{\n // a comment\n \"a\": \"x // not a comment, /* nor this */\",\n /* block\n */ \"b\": [1, 2,],\n}";
+        let text =
+            "{\n // a comment\n \"a\": \"x // not a comment, /* nor this */\",\n /* block\n */ \"b\": [1, 2,],\n}";
         let v: Value = serde_json::from_str(&strip_jsonc(text)).unwrap();
         assert_eq!(v["a"], "x // not a comment, /* nor this */");
         assert_eq!(v["b"], serde_json::json!([1, 2]));
@@ -134,7 +136,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tether-doctor-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("launch.json");
-        std::fs::write(&file, r#"{"configurations": [{"name": "A", "type": "node"}, {"name": "B", "type": "go"},]}"#).unwrap();
+        std::fs::write(&file, r#"{"configurations": [{"name": "A", "type": "node"}, {"name": "B", "type": "go"},]}"#)
+            .unwrap();
         assert_eq!(launch_entry(&file, "B").unwrap()["type"], "go");
         let err = launch_entry(&file, "C").unwrap_err().to_string();
         assert!(err.contains("no configuration named \"C\"") && err.contains("A, B"), "{err}");

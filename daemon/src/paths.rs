@@ -29,7 +29,11 @@ fn xdg(var: &str, fallback: &str) -> PathBuf {
 /// Creates `dir` with mode 0700 if needed and checks that it belongs to us and nobody else can
 /// enter it.
 pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     let meta = std::fs::symlink_metadata(dir).with_context(|| format!("checking {}", dir.display()))?;
     if !meta.is_dir() || meta.uid() != uid() {
         bail!("{} is not a directory of this user: remove it or set XDG_RUNTIME_DIR", dir.display());

@@ -280,7 +280,8 @@ impl Sessions {
             .clone()
             .or_else(|| config.target.path.clone())
             .context("no target: pass --target pid:<PID>, or set `target.path` in .tether/tether.json")?;
-        let client = crate::kube::Source { kubeconfig: params.kubeconfig.clone(), context: params.kube_context.clone() };
+        let client =
+            crate::kube::Source { kubeconfig: params.kubeconfig.clone(), context: params.kube_context.clone() };
         let target = TargetSpec::parse(&target_text)?.with_client(client);
         let id = random_hex(8);
         let starting = SessionSnapshot {

@@ -132,12 +132,19 @@ pub fn pod(name: &str) -> Pod {
 
 /// The probes' subcommands (testkit's Go and C probes) and what they must print in a pod.
 pub const PROBE_ARGS: &[&str] = &[
-    "env", "POD_ONLY",
-    "cat", POD_FILE,
-    "resolve", "web.svc.cluster.local",
-    "resolve", "only-in-hosts",
-    "get", "http://web.svc.cluster.local/",
-    "udp", "198.18.0.11:7", "ping",
+    "env",
+    "POD_ONLY",
+    "cat",
+    POD_FILE,
+    "resolve",
+    "web.svc.cluster.local",
+    "resolve",
+    "only-in-hosts",
+    "get",
+    "http://web.svc.cluster.local/",
+    "udp",
+    "198.18.0.11:7",
+    "ping",
 ];
 pub const PROBE_EXPECT: &[&str] = &[
     "resolve web.svc.cluster.local 198.18.0.10",

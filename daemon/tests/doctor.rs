@@ -160,7 +160,8 @@ fn an_environment_stripping_runner_is_reported_within_the_deadline() {
     let out = cmd.output().unwrap();
     assert!(!String::from_utf8_lossy(&out.stdout).contains(POD_FILE_TEXT.trim()), "the runner really stripped it");
 
-    let shown = c.wait_for("window/showMessage", WAIT, |p| p["message"].as_str().is_some_and(|m| m.contains("no-attach")));
+    let shown =
+        c.wait_for("window/showMessage", WAIT, |p| p["message"].as_str().is_some_and(|m| m.contains("no-attach")));
     let elapsed = started.elapsed();
     assert!(elapsed < Duration::from_secs(10), "reported after {elapsed:?}");
     let message = shown["params"]["message"].as_str().unwrap();
@@ -192,7 +193,11 @@ fn tether_doctor_reads_launch_json_and_says_what_it_would_change() {
     assert!(out.status.success(), "{}", common::text(&out));
     assert!(said.contains("go-linkmode") && said.contains("-s -w -linkmode external"), "{said}");
 
-    let out = common::run(world.tether().arg("doctor").arg("--launch").arg(&launch).args(["--name", "Launch Package", "--json"]));
+    let out = common::run(world.tether().arg("doctor").arg("--launch").arg(&launch).args([
+        "--name",
+        "Launch Package",
+        "--json",
+    ]));
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(v["launch"]["buildFlags"], json!(["-tags", "dev", "-ldflags", "-s -w -linkmode external"]));
 

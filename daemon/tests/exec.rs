@@ -11,11 +11,7 @@ use tether_testkit::programs;
 
 /// The checks every program kind must pass, in the words its output uses.
 fn core_expectations(pod: &str) -> Vec<String> {
-    vec![
-        format!("POD_ONLY={POD_SECRET}"),
-        POD_FILE_TEXT.trim().to_string(),
-        format!("hello from pod {pod}"),
-    ]
+    vec![format!("POD_ONLY={POD_SECRET}"), POD_FILE_TEXT.trim().to_string(), format!("hello from pod {pod}")]
 }
 
 fn check(name: &str, program: &[&str], extra: &[&str]) {
@@ -69,7 +65,6 @@ fn static_busybox() {
     );
     check("busybox", &[&bb, "sh", "-c", &script], &["Address: 198.18.0.10"]);
 }
-
 
 #[test]
 fn python() {

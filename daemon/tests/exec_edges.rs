@@ -24,7 +24,10 @@ print(s.recv(4096).decode().split("\r\n\r\n", 1)[1])
     let w = World::new();
     let pod = pod("nonblock");
     let out = w.exec(&pod, &[], &["python3", "-c", script]);
-    expect_all(&out, &["connect_ex in-progress", "so_error 0", "nonblocking True", "inheritable False", "hello from pod nonblock"]);
+    expect_all(
+        &out,
+        &["connect_ex in-progress", "so_error 0", "nonblocking True", "inheritable False", "hello from pod nonblock"],
+    );
 }
 
 #[test]
@@ -69,7 +72,8 @@ fn skipped_programs_stay_local_while_the_rest_is_intercepted() {
     let pod = pod("skip");
     let cfg = w.config(r#"{"skip_processes": ["cat"]}"#);
     let cfg = cfg.to_string_lossy().into_owned();
-    let script = "cat /app/config.txt 2>/dev/null || echo cat-was-skipped; read line < /app/config.txt; echo \"sh read: $line\"";
+    let script =
+        "cat /app/config.txt 2>/dev/null || echo cat-was-skipped; read line < /app/config.txt; echo \"sh read: $line\"";
     let out = w.exec(&pod, &["--config", &cfg], &["sh", "-c", script]);
     expect_all(&out, &["cat-was-skipped", "sh read: pod config: mode=cluster"]);
 }

@@ -62,10 +62,15 @@ fn an_agent_that_does_not_answer_in_time() {
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     let cfg = w.config(r#"{"agent": {"startup_timeout": 1}}"#);
     let started = std::time::Instant::now();
-    let out = run(w
-        .tether()
-        .env("TETHER_AGENT_BIN", &fake)
-        .args(["exec", "--target", &format!("pid:{}", pod.pid), "--config", cfg.to_str().unwrap(), "--", "true"]));
+    let out = run(w.tether().env("TETHER_AGENT_BIN", &fake).args([
+        "exec",
+        "--target",
+        &format!("pid:{}", pod.pid),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--",
+        "true",
+    ]));
     fails_saying(&out, &["did not start within", "agent.startup_timeout"]);
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
@@ -77,7 +82,13 @@ fn an_agent_that_dies_at_start_says_why() {
     let fake = w.project.join("dead-agent");
     std::fs::write(&fake, "#!/bin/sh\necho 'tether-agent: cannot enter the namespace' >&2\nexit 2\n").unwrap();
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = run(w.tether().env("TETHER_AGENT_BIN", &fake).args(["exec", "--target", &format!("pid:{}", pod.pid), "--", "true"]));
+    let out = run(w.tether().env("TETHER_AGENT_BIN", &fake).args([
+        "exec",
+        "--target",
+        &format!("pid:{}", pod.pid),
+        "--",
+        "true",
+    ]));
     fails_saying(&out, &["agent for pid:", "stopped", "cannot enter the namespace"]);
 }
 
@@ -87,8 +98,12 @@ fn a_killed_agent_is_replaced_by_the_next_launch() {
     let pod = pod("killagent");
     let out = w.exec(&pod, &[], &["cat", POD_FILE]);
     expect_all(&out, &[POD_FILE_TEXT.trim()]);
-    let agents = std::process::Command::new("pgrep").args(["-f", &format!("tether-agent --target-pid {}", pod.pid)]).output().unwrap();
-    let pids: Vec<i32> = String::from_utf8_lossy(&agents.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let agents = std::process::Command::new("pgrep")
+        .args(["-f", &format!("tether-agent --target-pid {}", pod.pid)])
+        .output()
+        .unwrap();
+    let pids: Vec<i32> =
+        String::from_utf8_lossy(&agents.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
     assert_eq!(pids.len(), 1, "one agent runs");
     unsafe { libc::kill(pids[0], libc::SIGKILL) };
     std::thread::sleep(std::time::Duration::from_millis(100));

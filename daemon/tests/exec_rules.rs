@@ -35,7 +35,8 @@ fn fs_modes_and_rules() {
     let out = with_config("fs-local", r#"{"feature": {"fs": "local"}}"#, &["sh", "-c", read]);
     expect_all(&out, &["missing"]);
 
-    let out = with_config("fs-notfound", r#"{"feature": {"fs": {"not_found": ["^/app/config"]}}}"#, &["sh", "-c", read]);
+    let out =
+        with_config("fs-notfound", r#"{"feature": {"fs": {"not_found": ["^/app/config"]}}}"#, &["sh", "-c", read]);
     expect_all(&out, &["missing"]);
 
     // localwithoverrides: local, except what the lists send to the target.
@@ -47,7 +48,11 @@ fn fs_modes_and_rules() {
     expect_all(&out, &["A", "config-missing"]);
 
     // A directory listing and stat of remote paths.
-    let out = with_config("fs-stat", "{}", &["sh", "-c", "ls /app/data; test -f /app/config.txt && echo is-file; test -d /app/data && echo is-dir"]);
+    let out = with_config(
+        "fs-stat",
+        "{}",
+        &["sh", "-c", "ls /app/data; test -f /app/config.txt && echo is-file; test -d /app/data && echo is-dir"],
+    );
     expect_all(&out, &["a.txt", "b.txt", "is-file", "is-dir"]);
 }
 

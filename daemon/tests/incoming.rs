@@ -33,50 +33,34 @@ fn steal_gives_the_program_the_real_client_until_it_exits() {
     let mut p = Program::python(&w, &pod, 18080);
     let mut conn = Conn::open(&client, WEB);
     let body = conn.get("/stolen", &[]);
-    assert!(
-        body.starts_with("local program /stolen from 198.19.0.1:"),
-        "{body}\n{}",
-        w.log()
-    );
+    assert!(body.starts_with("local program /stolen from 198.19.0.1:"), "{body}\n{}", w.log());
     let line = p.expect("request /stolen", &w.log());
-    let (accepted, peer) = (
-        line.split(' ').nth(3).unwrap(),
-        line.split(' ').nth(5).unwrap(),
-    );
-    assert!(
-        accepted.starts_with("198.19.0.1:") && accepted == peer,
-        "accept and getpeername: {line}"
-    );
+    let (accepted, peer) = (line.split(' ').nth(3).unwrap(), line.split(' ').nth(5).unwrap());
+    assert!(accepted.starts_with("198.19.0.1:") && accepted == peer, "accept and getpeername: {line}");
     assert!(body.ends_with(&format!("{accepted}\n")));
     // The session counts what its ports gave the program.
     let status = run(w.tether().args(["status", "--json"]));
     let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|_| panic!("{}", text(&status)));
-    let counted = v["sessions"].as_array().unwrap().iter().map(|s| s["counters"]["incomingConnections"].as_u64().unwrap_or(0)).max();
+    let counted = v["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["counters"]["incomingConnections"].as_u64().unwrap_or(0))
+        .max();
     assert!(counted >= Some(1), "{v:#}");
     // Keep-alive on the stolen socket, and a second connection.
     assert!(conn.get("/again", &[]).starts_with("local program /again"));
     assert!(get(&client, WEB, "/second", &[]).starts_with("local program /second"));
     assert_eq!(pod.http_hits(), before, "the target saw none of it");
-    assert!(
-        nft_tables(&pod).contains("tether_"),
-        "the agent's table while stealing"
-    );
+    assert!(nft_tables(&pod).contains("tether_"), "the agent's table while stealing");
 
     p.send("exit");
     let _ = p.child.wait();
-    let back = eventually(Duration::from_secs(5), || {
-        try_get(&client, WEB, "/").filter(|b| b.contains("hello from pod"))
-    });
+    let back =
+        eventually(Duration::from_secs(5), || try_get(&client, WEB, "/").filter(|b| b.contains("hello from pod")));
+    assert!(back.is_some(), "the target serves again after the program exited\n{}", w.log());
     assert!(
-        back.is_some(),
-        "the target serves again after the program exited\n{}",
-        w.log()
-    );
-    assert!(
-        eventually(Duration::from_secs(5), || (!nft_tables(&pod)
-            .contains("tether_"))
-        .then_some(()))
-        .is_some(),
+        eventually(Duration::from_secs(5), || (!nft_tables(&pod).contains("tether_")).then_some(())).is_some(),
         "no rule of ours is left: {}",
         nft_tables(&pod)
     );
@@ -84,31 +68,17 @@ fn steal_gives_the_program_the_real_client_until_it_exits() {
 
 #[test]
 fn mirror_copies_while_the_target_answers() {
-    let (w, pod, client) = setup(
-        "in-mirror",
-        r#"{"feature": {"network": {"incoming": {"port_mapping": [[18081, 80]]}}}}"#,
-    );
+    let (w, pod, client) =
+        setup("in-mirror", r#"{"feature": {"network": {"incoming": {"port_mapping": [[18081, 80]]}}}}"#);
     let before = pod.http_hits();
     let mut p = Program::python(&w, &pod, 18081);
     let body = get(&client, WEB, "/mirrored", &[]);
-    assert!(
-        body.contains("hello from pod in-mirror; you are 198.19.0.1:"),
-        "{body}"
-    );
+    assert!(body.contains("hello from pod in-mirror; you are 198.19.0.1:"), "{body}");
     let line = p.expect("request /mirrored", &w.log());
-    let (accepted, peer) = (
-        line.split(' ').nth(3).unwrap(),
-        line.split(' ').nth(5).unwrap(),
-    );
-    assert!(
-        body.contains(accepted) && accepted == peer,
-        "the copy came from the same client: {line} / {body}"
-    );
+    let (accepted, peer) = (line.split(' ').nth(3).unwrap(), line.split(' ').nth(5).unwrap());
+    assert!(body.contains(accepted) && accepted == peer, "the copy came from the same client: {line} / {body}");
     assert_eq!(pod.http_hits(), before + 1);
-    assert!(
-        !nft_tables(&pod).contains("tether_"),
-        "mirroring needs no rule"
-    );
+    assert!(!nft_tables(&pod).contains("tether_"), "mirroring needs no rule");
 }
 
 #[test]
@@ -123,19 +93,9 @@ fn a_header_filter_splits_one_keep_alive_connection() {
     let mut conn = Conn::open(&client, WEB);
     assert!(conn.get("/a", &[]).contains("hello from pod"));
     let mine = conn.get("/b", &[("X-User", "me")]);
-    assert!(
-        mine.starts_with("local program /b from 198.19.0.1:"),
-        "{mine}\n{}",
-        w.log()
-    );
-    assert!(
-        conn.get("/c", &[("X-User", "you")])
-            .contains("hello from pod")
-    );
-    assert!(
-        conn.get("/d", &[("x-user", "me")])
-            .starts_with("local program /d")
-    );
+    assert!(mine.starts_with("local program /b from 198.19.0.1:"), "{mine}\n{}", w.log());
+    assert!(conn.get("/c", &[("X-User", "you")]).contains("hello from pod"));
+    assert!(conn.get("/d", &[("x-user", "me")]).starts_with("local program /d"));
     assert_eq!(pod.http_hits(), before + 2);
     let line = p.expect("request /b", &w.log());
     assert!(line.contains("getpeername 198.19.0.1:"), "{line}");
@@ -150,10 +110,7 @@ fn a_path_filter_and_non_http_traffic() {
     );
     let mut p = Program::python(&w, &pod, 18083);
     let mut conn = Conn::open(&client, WEB);
-    assert!(
-        conn.get("/api/users", &[])
-            .starts_with("local program /api/users")
-    );
+    assert!(conn.get("/api/users", &[]).starts_with("local program /api/users"));
     assert!(conn.get("/web/api/", &[]).contains("hello from pod"));
     p.expect("request /api/users", &w.log());
     // The echo port is filtered too; raw bytes still reach the target's echo service.
@@ -179,8 +136,7 @@ impl Drop for Killed {
 
 #[test]
 fn a_header_filter_splits_one_h2c_connection() {
-    let h2c =
-        tether_testkit::programs::h2c_server().expect("the h2c fixture (needs Go 1.24 or later)");
+    let h2c = tether_testkit::programs::h2c_server().expect("the h2c fixture (needs Go 1.24 or later)");
     let h2c = h2c.to_str().unwrap();
     let (w, pod, client) = setup(
         "in-h2c",
@@ -189,9 +145,7 @@ fn a_header_filter_splits_one_h2c_connection() {
     );
     // The pod's own h2c server.
     let mut cmd = Command::new(h2c);
-    cmd.args(["serve", "pod", "198.18.0.10:8080"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped());
+    cmd.args(["serve", "pod", "198.18.0.10:8080"]).stdin(Stdio::null()).stdout(Stdio::piped());
     pod.exec_in_netns(&mut cmd);
     let mut target = Killed(cmd.spawn().expect("the pod's h2c server"));
     let mut out = BufReader::new(target.0.stdout.take().unwrap()).lines();
@@ -225,27 +179,16 @@ fn a_header_filter_splits_one_h2c_connection() {
 
 #[test]
 fn a_busy_local_port_still_gets_the_traffic() {
-    let (w, pod, client) = setup(
-        "in-busy",
-        r#"{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18084, 80]]}}}}"#,
-    );
+    let (w, pod, client) =
+        setup("in-busy", r#"{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18084, 80]]}}}}"#);
     let laptop = std::path::PathBuf::from("/var/run/netns").join(&w.laptop);
-    let _busy = tether_testkit::run_in_netns_path(&laptop, || {
-        std::net::TcpListener::bind("127.0.0.1:18084")
-    })
-    .unwrap()
-    .expect("occupy the port in the laptop namespace");
+    let _busy = tether_testkit::run_in_netns_path(&laptop, || std::net::TcpListener::bind("127.0.0.1:18084"))
+        .unwrap()
+        .expect("occupy the port in the laptop namespace");
     let mut p = Program::start(&w, &pod, &["python3", "-c", SERVER, "18084"]);
     let line = p.expect("listening", &w.log());
-    assert_eq!(
-        line, "listening 18084",
-        "getsockname shows the port the program asked for"
-    );
-    assert!(
-        get(&client, WEB, "/busy", &[]).starts_with("local program /busy"),
-        "{}",
-        w.log()
-    );
+    assert_eq!(line, "listening 18084", "getsockname shows the port the program asked for");
+    assert!(get(&client, WEB, "/busy", &[]).starts_with("local program /busy"), "{}", w.log());
 }
 
 #[test]
@@ -260,23 +203,14 @@ fn stopping_and_restarting_the_listener() {
     assert!(open.get("/kept", &[]).starts_with("local program /kept"));
     p.send("close");
     p.expect("closed", &w.log());
-    let target = eventually(Duration::from_secs(3), || {
-        try_get(&client, WEB, "/").filter(|b| b.contains("hello from pod"))
-    });
-    assert!(
-        target.is_some(),
-        "the target serves once the program stopped listening\n{}",
-        w.log()
-    );
+    let target =
+        eventually(Duration::from_secs(3), || try_get(&client, WEB, "/").filter(|b| b.contains("hello from pod")));
+    assert!(target.is_some(), "the target serves once the program stopped listening\n{}", w.log());
     // A connection open at that moment finishes where it started.
     assert!(open.get("/still", &[]).starts_with("local program /still"));
     p.send("listen");
     p.expect("listening", &w.log());
-    assert!(
-        get(&client, WEB, "/two", &[]).starts_with("local program /two"),
-        "{}",
-        w.log()
-    );
+    assert!(get(&client, WEB, "/two", &[]).starts_with("local program /two"), "{}", w.log());
 }
 
 /// The pid of the agent the daemon started for `pod`.
@@ -292,16 +226,11 @@ fn agent_pid(pod: &Pod) -> Option<i32> {
 
 #[test]
 fn kill_9_of_the_agent_gives_the_port_back_at_once() {
-    let (w, pod, client) = setup(
-        "in-kill",
-        r#"{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18086, 80]]}}}}"#,
-    );
+    let (w, pod, client) =
+        setup("in-kill", r#"{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18086, 80]]}}}}"#);
     let _p = Program::python(&w, &pod, 18086);
     let mut open = Conn::open(&client, WEB);
-    assert!(
-        open.get("/before", &[])
-            .starts_with("local program /before")
-    );
+    assert!(open.get("/before", &[]).starts_with("local program /before"));
     let agent = agent_pid(&pod).expect("the agent's pid");
     assert_eq!(unsafe { libc::kill(agent, libc::SIGKILL) }, 0);
     let killed = Instant::now();
@@ -310,40 +239,27 @@ fn kill_9_of_the_agent_gives_the_port_back_at_once() {
             && try_get(&client, WEB, "/").is_some_and(|b| b.contains("hello from pod")))
         .then_some(())
     });
-    assert!(
-        back.is_some(),
-        "within a second: {:?}; tables: {}",
-        killed.elapsed(),
-        nft_tables(&pod)
-    );
+    assert!(back.is_some(), "within a second: {:?}; tables: {}", killed.elapsed(), nft_tables(&pod));
     // The stolen connection belongs to the program: it goes on.
     assert!(open.get("/after", &[]).starts_with("local program /after"));
 }
 
 #[test]
 fn a_node_server_listening_on_ipv6_any() {
-    let (w, pod, client) = setup(
-        "in-node",
-        r#"{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18087, 80]]}}}}"#,
-    );
+    let (w, pod, client) =
+        setup("in-node", r#"{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18087, 80]]}}}}"#);
     let script = "require('http').createServer((q, r) => r.end(`node ${q.url} ${q.socket.remoteAddress} ${q.socket.remotePort}\\n`))\
                   .listen(18087, () => console.log('listening'))";
     let mut p = Program::start(&w, &pod, &["node", "-e", script]);
     p.expect("listening", &w.log());
     let body = get(&client, WEB, "/n", &[]);
-    assert!(
-        body.starts_with("node /n ") && body.contains("198.19.0.1"),
-        "{body}\n{}",
-        w.log()
-    );
+    assert!(body.starts_with("node /n ") && body.contains("198.19.0.1"), "{body}\n{}", w.log());
 }
 
 #[test]
 fn a_signal_interrupts_a_blocking_accept_the_daemon_waits_in() {
-    let (w, pod, _client) = setup(
-        "in-signal",
-        r#"{"feature": {"network": {"incoming": {"port_mapping": [[18088, 80]]}}}}"#,
-    );
+    let (w, pod, _client) =
+        setup("in-signal", r#"{"feature": {"network": {"incoming": {"port_mapping": [[18088, 80]]}}}}"#);
     let script = r#"
 import signal, socket, sys
 def handler(*_):
@@ -363,11 +279,7 @@ print("accept returned", flush=True)
     let sent = Instant::now();
     assert_eq!(unsafe { libc::kill(p.child.id() as i32, libc::SIGINT) }, 0);
     p.expect("handled", &w.log());
-    assert!(
-        sent.elapsed() < Duration::from_secs(2),
-        "the handler ran in {:?}",
-        sent.elapsed()
-    );
+    assert!(sent.elapsed() < Duration::from_secs(2), "the handler ran in {:?}", sent.elapsed());
 }
 
 /// The doctor's port check during a session: a program that listens on a port the target does

@@ -73,7 +73,12 @@ impl KubeWorld {
     fn deployment(&self, name: &str, containers: &[&str]) {
         self.fake.add_deployment("default", name, &[("app", name)], containers, 1);
         self.fake
-            .add_pod(FakePod::new(&format!("{name}-5d8f9-x7k2p")).label("app", name).containers(containers).local(pod_spec(name)))
+            .add_pod(
+                FakePod::new(&format!("{name}-5d8f9-x7k2p"))
+                    .label("app", name)
+                    .containers(containers)
+                    .local(pod_spec(name)),
+            )
             .expect("adding the pod");
     }
 
@@ -94,9 +99,6 @@ impl KubeWorld {
     }
 }
 
-
-
-
 #[test]
 fn exec_against_a_deployment_sees_env_files_dns_and_outgoing() {
     let k = KubeWorld::new();
@@ -107,7 +109,10 @@ fn exec_against_a_deployment_sees_env_files_dns_and_outgoing() {
     let script = "echo POD_ONLY=$POD_ONLY; curl -sS file:///app/config.txt; \
                   curl -sS http://web.svc.cluster.local/; curl -sS http://only-in-hosts/";
     let out = k.exec("deployment/web", &[], &["sh", "-c", script]);
-    k.expect(&out, &[&format!("POD_ONLY={POD_SECRET}"), POD_FILE_TEXT.trim(), "hello from pod web", "you are 198.18.0.10"]);
+    k.expect(
+        &out,
+        &[&format!("POD_ONLY={POD_SECRET}"), POD_FILE_TEXT.trim(), "hello from pod web", "you are 198.18.0.10"],
+    );
     assert!(k.dns_queries(pod) > 0, "the pod's DNS server saw no query\n{}", text(&out));
 
     // The agent is an ephemeral container aimed at the application container (the sidecar was
@@ -117,7 +122,10 @@ fn exec_against_a_deployment_sees_env_files_dns_and_outgoing() {
     assert_eq!(eph["targetContainerName"], "app", "{eph}");
     assert_eq!(eph["env"][0]["name"], "TETHER_AGENT_TOKEN");
     let args = eph["args"].to_string();
-    assert!(args.contains("--target-container-id") && !args.contains(eph["env"][0]["value"].as_str().unwrap()), "{args}");
+    assert!(
+        args.contains("--target-container-id") && !args.contains(eph["env"][0]["value"].as_str().unwrap()),
+        "{args}"
+    );
     let agents = k.fake.agents();
     assert_eq!(agents.len(), 1, "{agents:?}");
     if !agents[0].args.contains(&"--target-container-id".to_string()) {
@@ -127,8 +135,9 @@ fn exec_against_a_deployment_sees_env_files_dns_and_outgoing() {
     // The Go static probe (raw syscalls, its own resolver), then Python (getpeername through the
     // relay, and an unconnected UDP socket whose answer must come from the original address).
     // Both reuse the running agent.
-    let probe: Vec<String> =
-        std::iter::once(programs::go_probe_static().unwrap().to_string_lossy().into_owned()).chain(PROBE_ARGS.iter().map(|s| s.to_string())).collect();
+    let probe: Vec<String> = std::iter::once(programs::go_probe_static().unwrap().to_string_lossy().into_owned())
+        .chain(PROBE_ARGS.iter().map(|s| s.to_string()))
+        .collect();
     let probe: Vec<&str> = probe.iter().map(String::as_str).collect();
     let out = k.exec("deployment/web", &[], &probe);
     k.expect(
@@ -144,7 +153,15 @@ fn exec_against_a_deployment_sees_env_files_dns_and_outgoing() {
         ],
     );
     let out = k.exec("deployment/web", &[], &["python3", "-c", PYTHON]);
-    k.expect(&out, &["resolve web.svc.cluster.local 198.18.0.10", "peer 198.18.0.10:80", "hello from pod web", "udp 198.18.0.11:7 ping"]);
+    k.expect(
+        &out,
+        &[
+            "resolve web.svc.cluster.local 198.18.0.10",
+            "peer 198.18.0.10:80",
+            "hello from pod web",
+            "udp 198.18.0.11:7 ping",
+        ],
+    );
     assert_eq!(k.fake.agents().len(), 1, "the agent was not reused: {:?}", k.fake.agents());
     let echo = k.fake.with_local_pod("default", pod, |p| p.echo_datagrams()).unwrap();
     assert!(echo >= 2, "the pod's echo service saw {echo} datagrams");
@@ -180,11 +197,17 @@ fn incoming_traffic_reaches_the_program_through_the_port_forward() {
     assert!(local(&|p| nft_tables(p)).contains("tether_"), "the agent's table while stealing");
     let status = run(k.tether().args(["status", "--json"]));
     let v: Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|_| panic!("{}", text(&status)));
-    let counted = v["sessions"].as_array().unwrap().iter().map(|s| s["counters"]["incomingConnections"].as_u64().unwrap_or(0)).max();
+    let counted = v["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["counters"]["incomingConnections"].as_u64().unwrap_or(0))
+        .max();
     assert!(counted >= Some(2), "{v:#}");
     p.send("exit");
     let _ = p.child.wait();
-    let back = eventually(Duration::from_secs(5), || try_get(&client, WEB, "/").filter(|b| b.contains("hello from pod shop")));
+    let back =
+        eventually(Duration::from_secs(5), || try_get(&client, WEB, "/").filter(|b| b.contains("hello from pod shop")));
     assert!(back.is_some(), "the target serves again once the program exited\n{}", k.w.log());
     assert!(
         eventually(Duration::from_secs(5), || (!local(&|p| nft_tables(p)).contains("tether_")).then_some(())).is_some(),
@@ -203,8 +226,10 @@ fn incoming_traffic_reaches_the_program_through_the_port_forward() {
     let _ = p.child.wait();
 
     // A header filter: one kept-alive connection, split request by request.
-    k.w.config(r#"{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18092, 80]],
-        "http_filter": {"header": "^x-dev: me$"}}}}}"#);
+    k.w.config(
+        r#"{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18092, 80]],
+        "http_filter": {"header": "^x-dev: me$"}}}}}"#,
+    );
     let mut p = Program::python_at(k.tether(), &k.w, "deployment/shop", 18092);
     let mut conn = Conn::open(&client, WEB);
     assert!(conn.get("/mine", &[("X-Dev", "me")]).starts_with("local program /mine from 198.19.0.1:"), "{}", k.w.log());
@@ -230,7 +255,14 @@ fn the_cluster_is_the_one_the_client_names() {
     let k = KubeWorld::new();
     k.deployment("web", &["app"]);
     // A daemon started where no kubeconfig exists...
-    let mut daemon = k.w.tether().env("KUBECONFIG", "/nonexistent/kubeconfig").arg("daemon").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut daemon =
+        k.w.tether()
+            .env("KUBECONFIG", "/nonexistent/kubeconfig")
+            .arg("daemon")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
     let up = (0..200).any(|_| {
         std::thread::sleep(Duration::from_millis(25));
         k.w.tether().args(["status", "--json"]).output().is_ok_and(|o| o.status.success())
@@ -240,7 +272,13 @@ fn the_cluster_is_the_one_the_client_names() {
     let out = k.exec("deployment/web", &[], &["sh", "-c", "echo POD_ONLY=$POD_ONLY"]);
     k.expect(&out, &[&format!("POD_ONLY={POD_SECRET}")]);
     // A context the kubeconfig does not have is named, from the client's environment or the config.
-    let out = run(k.tether().env("TETHER_KUBE_CONTEXT", "staging").args(["exec", "--target", "deployment/web", "--", "true"]));
+    let out = run(k.tether().env("TETHER_KUBE_CONTEXT", "staging").args([
+        "exec",
+        "--target",
+        "deployment/web",
+        "--",
+        "true",
+    ]));
     assert!(!out.status.success() && text(&out).contains("context `staging`"), "{}", text(&out));
     let config = k.w.config(r#"{"target": {"context": "prod-eu"}}"#);
     let out = k.exec("deployment/web", &["--config", config.to_str().unwrap()], &["true"]);
@@ -256,7 +294,11 @@ fn a_node_job_agent_and_a_statefulset_target() {
     k.fake.add_pod(FakePod::new("db-0").label("app", "db").containers(&["postgres"]).local(pod_spec("db"))).unwrap();
     let config = k.w.config(r#"{"agent": {"ephemeral": false, "ttl": 30}}"#);
     let config = config.to_str().unwrap();
-    let out = k.exec("statefulset/db", &["--config", config], &["sh", "-c", "echo POD_ONLY=$POD_ONLY; curl -sS http://web.svc.cluster.local/"]);
+    let out = k.exec(
+        "statefulset/db",
+        &["--config", config],
+        &["sh", "-c", "echo POD_ONLY=$POD_ONLY; curl -sS http://web.svc.cluster.local/"],
+    );
     k.expect(&out, &[&format!("POD_ONLY={POD_SECRET}"), "hello from pod db"]);
     let jobs = k.fake.names(Kind::Job, "default");
     assert_eq!(jobs.len(), 1, "{jobs:?}");
@@ -280,13 +322,18 @@ fn a_node_job_agent_and_a_statefulset_target() {
     assert!(out.status.success(), "{}", text(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v["agents"].as_array().unwrap();
-    let leftover: Vec<&str> = rows.iter().filter(|r| r["leftover"] == true).map(|r| r["name"].as_str().unwrap()).collect();
+    let leftover: Vec<&str> =
+        rows.iter().filter(|r| r["leftover"] == true).map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(leftover, ["tether-agent-dead0001"], "{v}");
     assert!(rows.iter().any(|r| r["name"] == jobs[0].as_str() && r["leftover"] == false), "{v}");
     let out = run(k.tether().args(["agents"]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("cluster-leftover-agents"), "{}", text(&out));
     let out = run(k.tether().args(["agents", "--prune"]));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("deleted job default/tether-agent-dead0001"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("deleted job default/tether-agent-dead0001"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(k.fake.names(Kind::Job, "default"), jobs, "only the leftover goes");
 }
 
@@ -305,11 +352,17 @@ fn workload_errors_are_clear() {
     let k = KubeWorld::new();
     // Two application containers (the sidecar does not count) and none chosen.
     k.fake.add_deployment("default", "multi", &[("app", "multi")], &["app", "worker", "linkerd-proxy"], 1);
-    k.fake.add_pod(FakePod::new("multi-1").label("app", "multi").containers(&["app", "worker", "linkerd-proxy"])).unwrap();
+    k.fake
+        .add_pod(FakePod::new("multi-1").label("app", "multi").containers(&["app", "worker", "linkerd-proxy"]))
+        .unwrap();
     let out = k.exec("deployment/multi", &[], &["true"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{}", text(&out));
-    assert!(err.contains("2 application containers (app, worker)") && err.contains("deployment/multi/container/worker"), "{}", text(&out));
+    assert!(
+        err.contains("2 application containers (app, worker)") && err.contains("deployment/multi/container/worker"),
+        "{}",
+        text(&out)
+    );
     assert!(err.contains("cluster-multi-container"), "{}", text(&out));
 
     // No ready pod.
@@ -320,13 +373,21 @@ fn workload_errors_are_clear() {
 
     // Not there at all, and a missing permission named before anything is created.
     let out = k.exec("deployment/nope", &[], &["true"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("deployment/nope not found in namespace default"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("deployment/nope not found in namespace default"),
+        "{}",
+        text(&out)
+    );
     k.fake.add_deployment("default", "locked", &[("app", "locked")], &["app"], 1);
     k.fake.add_pod(FakePod::new("locked-1").label("app", "locked")).unwrap();
     k.fake.deny("patch", "pods/ephemeralcontainers");
     let out = k.exec("deployment/locked", &[], &["true"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("patch pods/ephemeralcontainers in namespace default") && err.contains("cluster-rbac"), "{}", text(&out));
+    assert!(
+        err.contains("patch pods/ephemeralcontainers in namespace default") && err.contains("cluster-rbac"),
+        "{}",
+        text(&out)
+    );
     assert!(k.fake.get(Kind::Pod, "default", "locked-1").unwrap()["spec"]["ephemeralContainers"].is_null());
     assert!(k.fake.agents().is_empty());
 }
@@ -351,14 +412,19 @@ fn ls_lists_workloads_and_pods_with_sidecars_marked() {
     let out = run(k.tether().arg("ls"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", text(&out));
-    for want in ["deployment/web", "2/2", "app, istio-proxy (sidecar)", "statefulset/db", "postgres", "pod/web-1", "Running"] {
+    for want in
+        ["deployment/web", "2/2", "app, istio-proxy (sidecar)", "statefulset/db", "postgres", "pod/web-1", "Running"]
+    {
         assert!(stdout.contains(want), "missing {want:?}\n{}", text(&out));
     }
     assert!(!stdout.contains("pod/other"), "another namespace leaked in\n{stdout}");
     let out = run(k.tether().args(["ls", "--namespace", "shop", "--json"]));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
-    assert_eq!(v, json!([{"path": "pod/other", "kind": "pod", "name": "other", "namespace": "shop",
-        "containers": [{"name": "api", "sidecar": false}], "status": "Running"}]));
+    assert_eq!(
+        v,
+        json!([{"path": "pod/other", "kind": "pod", "name": "other", "namespace": "shop",
+        "containers": [{"name": "api", "sidecar": false}], "status": "Running"}])
+    );
     let out = run(k.tether().args(["ls", "-A"]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("shop"), "{}", text(&out));
 }

@@ -15,15 +15,9 @@ use crate::facts::Facts;
 use crate::launch::{Cx, Launch};
 use crate::{Diagnostic, Fix, Severity, check_launch};
 
-
 /// Ids whose diagnostics mean "the program cannot load the layer because of how it is linked".
-const STATIC_IDS: [&str; 5] = [
-    "static-binary",
-    "go-linkmode-conflict",
-    "go-build-flags-invalid",
-    "go-cgo-disabled",
-    "go-no-c-compiler",
-];
+const STATIC_IDS: [&str; 5] =
+    ["static-binary", "go-linkmode-conflict", "go-build-flags-invalid", "go-cgo-disabled", "go-no-c-compiler"];
 
 struct Cause {
     text: String,
@@ -35,11 +29,7 @@ pub fn diagnose(launch: &Value, facts: &Facts, waited: Duration) -> Diagnostic {
     let found = |ids: &[&str]| report.diagnostics.iter().find(|d| ids.contains(&d.id));
     let cause_of = |d: &Diagnostic| Cause {
         text: d.message.clone(),
-        fix: d
-            .fix
-            .as_ref()
-            .filter(|f| !f.applied)
-            .map(|f| f.description.clone()),
+        fix: d.fix.as_ref().filter(|f| !f.applied).map(|f| f.description.clone()),
     };
     let mut causes: Vec<Cause> = Vec::new();
 
@@ -53,10 +43,7 @@ pub fn diagnose(launch: &Value, facts: &Facts, waited: Duration) -> Diagnostic {
     if let Some(d) = found(&["macos-sip"]) {
         let mut c = cause_of(d);
         if d.fix.as_ref().is_some_and(|f| f.applied) {
-            c.text = format!(
-                "{} (tether planned an unprotected copy; check that the launch used it)",
-                d.message
-            );
+            c.text = format!("{} (tether planned an unprotected copy; check that the launch used it)", d.message);
         }
         causes.push(c);
     }
@@ -72,9 +59,7 @@ pub fn diagnose(launch: &Value, facts: &Facts, waited: Duration) -> Diagnostic {
             names.push(p.to_owned());
         }
         for name in names {
-            let base = Path::new(&name)
-                .file_name()
-                .map_or(name.clone(), |n| n.to_string_lossy().into_owned());
+            let base = Path::new(&name).file_name().map_or(name.clone(), |n| n.to_string_lossy().into_owned());
             if facts.config.skips(&base) {
                 causes.push(Cause {
                     text: format!("`{base}` matches `skip_processes` in the config, so tether never intercepts it"),
@@ -97,7 +82,9 @@ pub fn diagnose(launch: &Value, facts: &Facts, waited: Duration) -> Diagnostic {
 
     let secs = waited.as_secs_f64();
     causes.push(Cause {
-        text: format!("the program had not started within {secs:.0}s (a build or a slow start-up may still be running)"),
+        text: format!(
+            "the program had not started within {secs:.0}s (a build or a slow start-up may still be running)"
+        ),
         fix: None,
     });
     causes.push(if facts.config.layer.require {
@@ -112,16 +99,8 @@ pub fn diagnose(launch: &Value, facts: &Facts, waited: Duration) -> Diagnostic {
         }
     });
 
-    let list = causes
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("({}) {}", i + 1, c.text))
-        .collect::<Vec<_>>()
-        .join("; ");
-    let fix = causes
-        .iter()
-        .find_map(|c| c.fix.clone())
-        .map(|f| Fix::manual(f, None));
+    let list = causes.iter().enumerate().map(|(i, c)| format!("({}) {}", i + 1, c.text)).collect::<Vec<_>>().join("; ");
+    let fix = causes.iter().find_map(|c| c.fix.clone()).map(|f| Fix::manual(f, None));
     let mut d = Diagnostic::new(
         "no-attach",
         Severity::Error,

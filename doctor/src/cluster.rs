@@ -58,7 +58,12 @@ pub fn is_sidecar(name: &str) -> bool {
 
 /// The container to target in `pod`: `wanted` when given, else the only application container.
 /// `target` is the path the user gave (`deployment/web`), used in the fix.
-pub fn choose_container(pod: &str, target: &str, containers: &[&str], wanted: Option<&str>) -> Result<String, Diagnostic> {
+pub fn choose_container(
+    pod: &str,
+    target: &str,
+    containers: &[&str],
+    wanted: Option<&str>,
+) -> Result<String, Diagnostic> {
     if let Some(w) = wanted {
         if containers.contains(&w) {
             return Ok(w.to_string());
@@ -68,10 +73,7 @@ pub fn choose_container(pod: &str, target: &str, containers: &[&str], wanted: Op
             Severity::Error,
             format!("pod {pod} has no container `{w}`; its containers are {}", containers.join(", ")),
         )
-        .with_fix(Fix::manual(
-            format!("use one of: {}", paths(target, containers).join(", ")),
-            None,
-        )));
+        .with_fix(Fix::manual(format!("use one of: {}", paths(target, containers).join(", ")), None)));
     }
     let apps: Vec<&str> = containers.iter().copied().filter(|c| !is_sidecar(c)).collect();
     match (apps.as_slice(), containers) {
@@ -94,10 +96,7 @@ pub fn choose_container(pod: &str, target: &str, containers: &[&str], wanted: Op
                 message.push_str(&format!(" (sidecars skipped: {})", skipped.join(", ")));
             }
             Err(Diagnostic::new("cluster-multi-container", Severity::Error, message).with_fix(Fix::manual(
-                format!(
-                    "target one of them: {} (or set target.container)",
-                    paths(target, several).join(", ")
-                ),
+                format!("target one of them: {} (or set target.container)", paths(target, several).join(", ")),
                 Some(json!({"target.container": several[0]})),
             )))
         }
@@ -286,7 +285,10 @@ mod tests {
         assert!(d.message.contains("2 application containers (app, worker)"), "{}", d.message);
         assert!(d.message.contains("sidecars skipped: linkerd-proxy"), "{}", d.message);
         let fix = d.fix.unwrap().description;
-        assert!(fix.contains("deployment/web/container/app") && fix.contains("deployment/web/container/worker"), "{fix}");
+        assert!(
+            fix.contains("deployment/web/container/app") && fix.contains("deployment/web/container/worker"),
+            "{fix}"
+        );
         let d = choose_container("web-1", "deployment/web/container/x", &["app"], Some("x")).unwrap_err();
         assert_eq!(d.id, "cluster-container-not-found");
         assert!(d.fix.unwrap().description.contains("deployment/web/container/app"));
@@ -299,7 +301,11 @@ mod tests {
         let d = service_mesh("web-1", m, None);
         assert_eq!(d.severity, Severity::Warning);
         let fix = d.fix.unwrap();
-        assert!(fix.description.contains("traffic.sidecar.istio.io/excludeInboundPorts: \"47000\""), "{}", fix.description);
+        assert!(
+            fix.description.contains("traffic.sidecar.istio.io/excludeInboundPorts: \"47000\""),
+            "{}",
+            fix.description
+        );
         assert_eq!(fix.edit, Some(json!({"agent.port": 47000})));
         let d = service_mesh("web-1", Mesh::Linkerd, Some(5000));
         assert!(d.fix.unwrap().description.contains("config.linkerd.io/skip-inbound-ports: \"5000\""));
@@ -309,7 +315,8 @@ mod tests {
 
     #[test]
     fn permission_errors_suggest_privileged() {
-        let d = agent_privileged("cannot enter its network namespace (setns): Operation not permitted", None, false).unwrap();
+        let d = agent_privileged("cannot enter its network namespace (setns): Operation not permitted", None, false)
+            .unwrap();
         assert_eq!(d.id, "cluster-agent-privileged");
         assert_eq!(d.fix.unwrap().edit, Some(json!({"agent.privileged": true})));
         assert!(agent_privileged("boom", Some("Bottlerocket OS 1.19.2 (aws-k8s-1.29)"), false).is_some());
@@ -319,14 +326,17 @@ mod tests {
 
     #[test]
     fn rbac_and_leftovers_name_what_is_missing() {
-        let p = Permission { verb: "patch", group: "", resource: "pods/ephemeralcontainers", namespace: "default".into() };
+        let p =
+            Permission { verb: "patch", group: "", resource: "pods/ephemeralcontainers", namespace: "default".into() };
         assert_eq!(p.to_string(), "patch pods/ephemeralcontainers in namespace default");
         let j = Permission { verb: "create", group: "batch", resource: "jobs", namespace: "ops".into() };
         assert_eq!(j.to_string(), "create jobs.batch in namespace ops");
         let d = rbac_missing("an ephemeral container", &[p]).unwrap();
         assert!(d.message.contains("patch pods/ephemeralcontainers"));
         assert!(rbac_missing("x", &[]).is_none());
-        assert!(leftover_agents(&["default/tether-agent-1".into()]).unwrap().fix.unwrap().description.contains("--prune"));
+        assert!(
+            leftover_agents(&["default/tether-agent-1".into()]).unwrap().fix.unwrap().description.contains("--prune")
+        );
         let d = no_ready_pod("deployment/web", "default", &[("web-1".into(), "Pending".into())]);
         assert!(d.message.contains("no running, ready pod: web-1 (Pending)"));
     }

@@ -47,10 +47,7 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].id, "fs-local-dns");
         assert_eq!(out[0].severity, Severity::Warning);
-        assert_eq!(
-            out[0].fix.as_ref().unwrap().edit,
-            Some(json!({"feature.fs.mode": "localwithoverrides"}))
-        );
+        assert_eq!(out[0].fix.as_ref().unwrap().edit, Some(json!({"feature.fs.mode": "localwithoverrides"})));
         out.clear();
         c.feature.network.dns = false;
         check(&c, &mut out);

@@ -48,35 +48,19 @@ struct Layout {
 impl Layout {
     fn u16(self, b: &[u8], at: usize) -> Option<u16> {
         let a: [u8; 2] = b.get(at..at + 2)?.try_into().ok()?;
-        Some(if self.big {
-            u16::from_be_bytes(a)
-        } else {
-            u16::from_le_bytes(a)
-        })
+        Some(if self.big { u16::from_be_bytes(a) } else { u16::from_le_bytes(a) })
     }
     fn u32(self, b: &[u8], at: usize) -> Option<u32> {
         let a: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
-        Some(if self.big {
-            u32::from_be_bytes(a)
-        } else {
-            u32::from_le_bytes(a)
-        })
+        Some(if self.big { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) })
     }
     fn u64(self, b: &[u8], at: usize) -> Option<u64> {
         let a: [u8; 8] = b.get(at..at + 8)?.try_into().ok()?;
-        Some(if self.big {
-            u64::from_be_bytes(a)
-        } else {
-            u64::from_le_bytes(a)
-        })
+        Some(if self.big { u64::from_be_bytes(a) } else { u64::from_le_bytes(a) })
     }
     /// An address-sized field: u64 in ELF64, u32 in ELF32.
     fn word(self, b: &[u8], at64: usize, at32: usize) -> Option<u64> {
-        if self.wide {
-            self.u64(b, at64)
-        } else {
-            self.u32(b, at32).map(u64::from)
-        }
+        if self.wide { self.u64(b, at64) } else { self.u32(b, at32).map(u64::from) }
     }
 }
 
@@ -106,23 +90,14 @@ pub fn inspect(r: &dyn ReadAt) -> Option<ElfInfo> {
     let kind = l.u16(&h, 16)?;
     let phoff = l.word(&h, 32, 28)?;
     let shoff = l.word(&h, 40, 32)?;
-    let (phentsize, phnum) = if wide {
-        (l.u16(&h, 54)?, l.u16(&h, 56)?)
-    } else {
-        (l.u16(&h, 42)?, l.u16(&h, 44)?)
-    };
+    let (phentsize, phnum) = if wide { (l.u16(&h, 54)?, l.u16(&h, 56)?) } else { (l.u16(&h, 42)?, l.u16(&h, 44)?) };
     let (shentsize, shnum, shstrndx) = if wide {
         (l.u16(&h, 58)?, l.u16(&h, 60)?, l.u16(&h, 62)?)
     } else {
         (l.u16(&h, 46)?, l.u16(&h, 48)?, l.u16(&h, 50)?)
     };
 
-    let mut info = ElfInfo {
-        bits: if wide { 64 } else { 32 },
-        kind,
-        interpreter: None,
-        go: false,
-    };
+    let mut info = ElfInfo { bits: if wide { 64 } else { 32 }, kind, interpreter: None, go: false };
 
     // Program headers: the interpreter, and Go's build-ID note in PT_NOTE segments.
     let min_ph = if wide { 56 } else { 32 };
@@ -160,12 +135,7 @@ pub fn inspect(r: &dyn ReadAt) -> Option<ElfInfo> {
     {
         let entry = |i: usize| table.chunks_exact(usize::from(shentsize)).nth(i);
         let section = |e: &[u8]| -> Option<(u32, u32, u64, u64)> {
-            Some((
-                l.u32(e, 0)?,
-                l.u32(e, 4)?,
-                l.word(e, 24, 16)?,
-                l.word(e, 32, 20)?,
-            ))
+            Some((l.u32(e, 0)?, l.u32(e, 4)?, l.word(e, 24, 16)?, l.word(e, 32, 20)?))
         };
         let names = entry(usize::from(shstrndx))
             .and_then(section)
@@ -180,8 +150,7 @@ pub fn inspect(r: &dyn ReadAt) -> Option<ElfInfo> {
                 info.go = true;
                 break;
             }
-            if sh_type == SHT_NOTE && read_capped(r, off, size).is_some_and(|n| has_go_note(l, &n))
-            {
+            if sh_type == SHT_NOTE && read_capped(r, off, size).is_some_and(|n| has_go_note(l, &n)) {
                 info.go = true;
                 break;
             }
@@ -213,8 +182,7 @@ fn has_go_note(l: Layout, notes: &[u8]) -> bool {
     let mut at = 0usize;
     let pad = |n: usize| n.checked_add(3).map(|n| n & !3);
     while at + 12 <= notes.len() {
-        let (Some(namesz), Some(descsz), Some(ty)) =
-            (l.u32(notes, at), l.u32(notes, at + 4), l.u32(notes, at + 8))
+        let (Some(namesz), Some(descsz), Some(ty)) = (l.u32(notes, at), l.u32(notes, at + 4), l.u32(notes, at + 8))
         else {
             return false;
         };
@@ -227,14 +195,10 @@ fn has_go_note(l: Layout, notes: &[u8]) -> bool {
         };
         let name = notes.get(name_at..name_at.saturating_add(namesz as usize));
         // Go writes the name as "Go\0\0" with namesz 4; others write "Go\0".
-        if ty == NT_GO_BUILD_ID && name.is_some_and(|n| n.split(|&b| b == 0).next() == Some(b"Go"))
-        {
+        if ty == NT_GO_BUILD_ID && name.is_some_and(|n| n.split(|&b| b == 0).next() == Some(b"Go")) {
             return true;
         }
-        match name_at
-            .checked_add(name_len)
-            .and_then(|n| n.checked_add(desc_len))
-        {
+        match name_at.checked_add(name_len).and_then(|n| n.checked_add(desc_len)) {
             Some(next) if next > at => at = next,
             _ => return false,
         }
@@ -258,33 +222,11 @@ pub(crate) mod fixture {
     pub fn elf(bits: u8, big: bool, interp: Option<&str>, go: GoMark) -> Vec<u8> {
         let wide = bits == 64;
         let (ehsize, phentsize, shentsize) = if wide { (64, 56, 64) } else { (52, 32, 40) };
-        let put16 = |v: &mut Vec<u8>, x: u16| {
-            v.extend_from_slice(&if big {
-                x.to_be_bytes()
-            } else {
-                x.to_le_bytes()
-            })
-        };
-        let put32 = |v: &mut Vec<u8>, x: u32| {
-            v.extend_from_slice(&if big {
-                x.to_be_bytes()
-            } else {
-                x.to_le_bytes()
-            })
-        };
-        let put64 = |v: &mut Vec<u8>, x: u64| {
-            v.extend_from_slice(&if big {
-                x.to_be_bytes()
-            } else {
-                x.to_le_bytes()
-            })
-        };
+        let put16 = |v: &mut Vec<u8>, x: u16| v.extend_from_slice(&if big { x.to_be_bytes() } else { x.to_le_bytes() });
+        let put32 = |v: &mut Vec<u8>, x: u32| v.extend_from_slice(&if big { x.to_be_bytes() } else { x.to_le_bytes() });
+        let put64 = |v: &mut Vec<u8>, x: u64| v.extend_from_slice(&if big { x.to_be_bytes() } else { x.to_le_bytes() });
         let putw = |v: &mut Vec<u8>, x: u64| {
-            if wide {
-                put64(v, x)
-            } else {
-                put32(v, x as u32)
-            }
+            if wide { put64(v, x) } else { put32(v, x as u32) }
         };
 
         // Payloads laid out after the headers.
@@ -336,8 +278,7 @@ pub(crate) mod fixture {
         data_at += payload.len() as u64;
         let shoff = data_at;
 
-        let mut sections: Vec<(u32, u32, u64, u64)> =
-            vec![(0, 0, 0, 0), (1, 3, shstrtab_off, shstrtab.len() as u64)];
+        let mut sections: Vec<(u32, u32, u64, u64)> = vec![(0, 0, 0, 0), (1, 3, shstrtab_off, shstrtab.len() as u64)];
         if go == GoMark::BuildInfoSection {
             sections.push((buildinfo_name, 1, buildinfo_off, buildinfo.len() as u64));
         }
@@ -463,10 +404,7 @@ mod tests {
 
     #[test]
     fn go_notes_with_garbage_sizes_stop() {
-        let l = Layout {
-            big: false,
-            wide: true,
-        };
+        let l = Layout { big: false, wide: true };
         let mut n = Vec::new();
         n.extend_from_slice(&u32::MAX.to_le_bytes());
         n.extend_from_slice(&u32::MAX.to_le_bytes());

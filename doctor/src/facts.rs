@@ -24,11 +24,7 @@ pub enum Os {
 impl Os {
     /// The system this code was built for (Linux for anything that is not macOS).
     pub fn current() -> Os {
-        if cfg!(target_os = "macos") {
-            Os::Macos
-        } else {
-            Os::Linux
-        }
+        if cfg!(target_os = "macos") { Os::Macos } else { Os::Linux }
     }
 
     /// `"linux"` or `"macos"`.
@@ -67,10 +63,7 @@ pub trait Host: Send + Sync {
             .split(':')
             .filter(|d| d.starts_with('/'))
             .map(|d| Path::new(d).join(name))
-            .find(|p| {
-                self.metadata(p)
-                    .is_some_and(|m| !m.is_dir && m.mode & 0o111 != 0)
-            })
+            .find(|p| self.metadata(p).is_some_and(|m| !m.is_dir && m.mode & 0o111 != 0))
     }
 }
 
@@ -85,11 +78,7 @@ impl Host for SystemHost {
         let mode = std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777;
         #[cfg(not(unix))]
         let mode = 0;
-        Some(Meta {
-            len: m.len(),
-            mode,
-            is_dir: m.is_dir(),
-        })
+        Some(Meta { len: m.len(), mode, is_dir: m.is_dir() })
     }
 
     fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
@@ -134,37 +123,21 @@ impl MemHost {
 impl Host for MemHost {
     fn metadata(&self, path: &Path) -> Option<Meta> {
         if let Some((bytes, mode)) = self.files.get(path) {
-            return Some(Meta {
-                len: bytes.len() as u64,
-                mode: *mode,
-                is_dir: false,
-            });
+            return Some(Meta { len: bytes.len() as u64, mode: *mode, is_dir: false });
         }
         if let Some(mode) = self.dirs.get(path) {
-            return Some(Meta {
-                len: 0,
-                mode: *mode,
-                is_dir: true,
-            });
+            return Some(Meta { len: 0, mode: *mode, is_dir: true });
         }
-        self.files
-            .keys()
-            .any(|f| f.starts_with(path) && f != path)
-            .then_some(Meta {
-                len: 0,
-                mode: 0o755,
-                is_dir: true,
-            })
+        self.files.keys().any(|f| f.starts_with(path) && f != path).then_some(Meta {
+            len: 0,
+            mode: 0o755,
+            is_dir: true,
+        })
     }
 
     fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        let (bytes, _) = self
-            .files
-            .get(path)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(bytes.len());
+        let (bytes, _) = self.files.get(path).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
         let end = start.saturating_add(len).min(bytes.len());
         Ok(bytes[start..end].to_vec())
     }
@@ -218,17 +191,12 @@ impl Facts {
 
     /// A reader over one file, for the binary parsers.
     pub fn file<'a>(&'a self, path: &'a Path) -> HostFile<'a> {
-        HostFile {
-            host: self.host.as_ref(),
-            path,
-        }
+        HostFile { host: self.host.as_ref(), path }
     }
 
     /// Where SIP-free copies go: `~/Library/Caches/tether/sip`.
     pub fn sip_cache_dir(&self) -> Option<PathBuf> {
-        self.home
-            .as_ref()
-            .map(|h| h.join("Library/Caches/tether/sip"))
+        self.home.as_ref().map(|h| h.join("Library/Caches/tether/sip"))
     }
 }
 
@@ -266,8 +234,7 @@ pub struct Offset<'a> {
 
 impl ReadAt for Offset<'_> {
     fn read_exact_at(&self, offset: u64, len: usize) -> Option<Vec<u8>> {
-        self.inner
-            .read_exact_at(self.base.checked_add(offset)?, len)
+        self.inner.read_exact_at(self.base.checked_add(offset)?, len)
     }
 }
 
@@ -277,16 +244,10 @@ mod tests {
 
     #[test]
     fn mem_host_which_needs_the_exec_bit_and_follows_path_order() {
-        let host = MemHost::new()
-            .file("/a/gcc", "x", 0o644)
-            .exe("/b/gcc", "x")
-            .exe("/c/gcc", "x");
+        let host = MemHost::new().file("/a/gcc", "x", 0o644).exe("/b/gcc", "x").exe("/c/gcc", "x");
         assert_eq!(host.which("gcc", "/a:/b:/c"), Some(PathBuf::from("/b/gcc")));
         assert_eq!(host.which("gcc", "/a"), None);
-        assert_eq!(
-            host.which("gcc", "relative:/c"),
-            Some(PathBuf::from("/c/gcc"))
-        );
+        assert_eq!(host.which("gcc", "relative:/c"), Some(PathBuf::from("/c/gcc")));
         assert_eq!(host.which("/b/gcc", "/b"), None);
     }
 
@@ -318,10 +279,7 @@ mod tests {
         assert_eq!(bytes.read_exact_at(4, 2).unwrap(), b"ef");
         assert!(bytes.read_exact_at(5, 2).is_none());
         assert!(bytes.read_exact_at(u64::MAX, 2).is_none());
-        let off = Offset {
-            inner: &bytes,
-            base: 2,
-        };
+        let off = Offset { inner: &bytes, base: 2 };
         assert_eq!(off.read_exact_at(1, 2).unwrap(), b"de");
     }
 }

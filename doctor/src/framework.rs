@@ -49,9 +49,7 @@ pub fn dev_server(words: &[String]) -> Option<String> {
 /// Whether a variable looks like it holds a path into the target's image.
 fn path_like(name: &str, value: &str) -> bool {
     PATH_SUFFIXES.iter().any(|s| name.ends_with(s))
-        || IMAGE_DIRS
-            .iter()
-            .any(|d| value == *d || value.strip_prefix(d).is_some_and(|r| r.starts_with('/')))
+        || IMAGE_DIRS.iter().any(|d| value == *d || value.strip_prefix(d).is_some_and(|r| r.starts_with('/')))
 }
 
 /// The `framework-node-env` and `env-path-missing` checks. `env` is what the program gets
@@ -62,9 +60,8 @@ pub fn check(l: &Launch, cx: &Cx, env: &BTreeMap<String, String>, out: &mut Vec<
     let chosen = |name: &str| l.env.contains_key(name) || cfg.r#override.contains_key(name);
 
     if !chosen("NODE_ENV")
-        && let Some(v) = env
-            .get("NODE_ENV")
-            .filter(|v| matches!(v.to_ascii_lowercase().as_str(), "production" | "staging"))
+        && let Some(v) =
+            env.get("NODE_ENV").filter(|v| matches!(v.to_ascii_lowercase().as_str(), "production" | "staging"))
         && let Some(server) = dev_server(&cx.command_words(l))
     {
         out.push(
@@ -86,22 +83,13 @@ pub fn check(l: &Launch, cx: &Cx, env: &BTreeMap<String, String>, out: &mut Vec<
         .filter(|(name, value)| path_like(name, value))
         .filter(|(_, value)| {
             let parts: Vec<&str> = value.split(':').collect();
-            parts.iter().all(|p| p.starts_with('/'))
-                && parts.iter().all(|p| !cx.facts.exists(Path::new(p)))
+            parts.iter().all(|p| p.starts_with('/')) && parts.iter().all(|p| !cx.facts.exists(Path::new(p)))
         })
         .map(|(name, _)| name.as_str())
         .collect();
     if !missing.is_empty() {
-        let shown: Vec<String> = missing
-            .iter()
-            .take(5)
-            .map(|n| format!("{n}={}", env[*n]))
-            .collect();
-        let more = if missing.len() > 5 {
-            format!(" and {} more", missing.len() - 5)
-        } else {
-            String::new()
-        };
+        let shown: Vec<String> = missing.iter().take(5).map(|n| format!("{n}={}", env[*n])).collect();
+        let more = if missing.len() > 5 { format!(" and {} more", missing.len() - 5) } else { String::new() };
         out.push(
             Diagnostic::new(
                 "env-path-missing",

@@ -84,10 +84,7 @@ pub fn merge_with_goflags(flags: &Value, goflags: Option<&str>) -> Result<MergeO
             }
             merge_list(list, inherited.as_deref())
         }
-        other => Err(format!(
-            "it is {}, not a string or a list of strings",
-            kind(other)
-        )),
+        other => Err(format!("it is {}, not a string or a list of strings", kind(other))),
     }
 }
 
@@ -108,23 +105,13 @@ fn find_ldflags(words: &[String]) -> Result<Vec<Ldflags>, String> {
         let w = words[i].as_str();
         let name = w.strip_prefix("--").map_or(w, |_| &w[1..]);
         if name == "-ldflags" {
-            let value = words
-                .get(i + 1)
-                .ok_or_else(|| format!("`{w}` has no value"))?;
-            found.push(Ldflags {
-                at: i + 1,
-                inline: false,
-                value: value.clone(),
-            });
+            let value = words.get(i + 1).ok_or_else(|| format!("`{w}` has no value"))?;
+            found.push(Ldflags { at: i + 1, inline: false, value: value.clone() });
             i += 2;
             continue;
         }
         if let Some(v) = name.strip_prefix("-ldflags=") {
-            found.push(Ldflags {
-                at: i,
-                inline: true,
-                value: v.to_owned(),
-            });
+            found.push(Ldflags { at: i, inline: true, value: v.to_owned() });
         } else if VALUE_FLAGS.contains(&name) {
             i += 1;
         }
@@ -142,9 +129,7 @@ fn linker_args(value: &str) -> Result<Vec<String>, String> {
         match v.split_once('=') {
             Some((_, rest)) => rest,
             None => {
-                return Err(format!(
-                    "`-ldflags={value}`: missing =<flags> after the package pattern"
-                ));
+                return Err(format!("`-ldflags={value}`: missing =<flags> after the package pattern"));
             }
         }
     };
@@ -169,22 +154,14 @@ fn judge(value: &str) -> Result<Option<MergeOutcome>, String> {
         match flag {
             "-linkmode" => {
                 let v = val.unwrap_or_default();
-                let text = if used == 1 {
-                    a.to_owned()
-                } else {
-                    format!("{a} {v}")
-                };
+                let text = if used == 1 { a.to_owned() } else { format!("{a} {v}") };
                 linkmode = Some((v, text));
                 i += used;
             }
             "-extldflags" => {
                 let v = val.unwrap_or_default();
                 if shellwords::split(&v).is_ok_and(|w| w.iter().any(|w| w.value == "-static")) {
-                    static_ext = Some(if used == 1 {
-                        a.to_owned()
-                    } else {
-                        format!("{a} '{v}'")
-                    });
+                    static_ext = Some(if used == 1 { a.to_owned() } else { format!("{a} '{v}'") });
                 } else {
                     static_ext = None;
                 }
@@ -194,28 +171,20 @@ fn judge(value: &str) -> Result<Option<MergeOutcome>, String> {
         }
     }
     if let Some(found) = static_ext {
-        return Ok(Some(MergeOutcome::Conflict {
-            found,
-            why: "asks the C linker for a static binary".into(),
-        }));
+        return Ok(Some(MergeOutcome::Conflict { found, why: "asks the C linker for a static binary".into() }));
     }
     Ok(match linkmode {
         Some((mode, found)) if mode == "external" => Some(MergeOutcome::AlreadyExternal { found }),
-        Some((mode, found)) if mode == "internal" => Some(MergeOutcome::Conflict {
-            found,
-            why: "makes Go link the binary itself, statically".into(),
-        }),
+        Some((mode, found)) if mode == "internal" => {
+            Some(MergeOutcome::Conflict { found, why: "makes Go link the binary itself, statically".into() })
+        }
         _ => None,
     })
 }
 
 /// The separator between an existing value and the added flag.
 fn sep(value: &str) -> &'static str {
-    if value.trim().is_empty() || value.ends_with([' ', '\t']) {
-        ""
-    } else {
-        " "
-    }
+    if value.trim().is_empty() || value.ends_with([' ', '\t']) { "" } else { " " }
 }
 
 fn merge_string(text: &str, inherited: Option<&str>) -> Result<MergeOutcome, String> {
@@ -227,21 +196,14 @@ fn merge_string(text: &str, inherited: Option<&str>) -> Result<MergeOutcome, Str
             None => LINKMODE.to_owned(),
         };
         let added = format!("-ldflags={}", shellwords::quote(&value));
-        let joiner = if text.is_empty() || text.ends_with([' ', '\t', '\n']) {
-            ""
-        } else {
-            " "
-        };
+        let joiner = if text.is_empty() || text.ends_with([' ', '\t', '\n']) { "" } else { " " };
         let change = match inherited {
             Some(v) => format!(
                 "added `{added}` to buildFlags (keeping GOFLAGS' `-ldflags={v}`, which a command-line -ldflags replaces)"
             ),
             None => format!("added `{added}` to buildFlags"),
         };
-        return Ok(MergeOutcome::Merged {
-            flags: Value::String(format!("{text}{joiner}{added}")),
-            change,
-        });
+        return Ok(MergeOutcome::Merged { flags: Value::String(format!("{text}{joiner}{added}")), change });
     };
     if let Some(outcome) = judge(&last.value)? {
         return Ok(outcome);
@@ -253,15 +215,8 @@ fn merge_string(text: &str, inherited: Option<&str>) -> Result<MergeOutcome, Str
         // Inside the closing quote: the user's quoting stays as it was.
         format!("{}{s}{LINKMODE}{q}", &raw[..raw.len() - 1])
     } else if !raw.contains(['\'', '"', '\\']) {
-        let prefix = if last.inline {
-            &raw[..=raw.find('=').unwrap_or(0)]
-        } else {
-            ""
-        };
-        format!(
-            "{prefix}{}",
-            shellwords::quote(&format!("{}{s}{LINKMODE}", last.value))
-        )
+        let prefix = if last.inline { &raw[..=raw.find('=').unwrap_or(0)] } else { "" };
+        format!("{prefix}{}", shellwords::quote(&format!("{}{s}{LINKMODE}", last.value)))
     } else {
         // Quoted in the middle, bare at the end: append a quoted piece to the same word.
         format!("{raw}{}", shellwords::quote(&format!("{s}{LINKMODE}")))
@@ -291,48 +246,26 @@ fn merge_list(mut list: Vec<String>, inherited: Option<&str>) -> Result<MergeOut
         let added = format!("-ldflags={value}");
         let change = format!("added `{added}` to buildFlags");
         list.push(added);
-        return Ok(MergeOutcome::Merged {
-            flags: json!(list),
-            change,
-        });
+        return Ok(MergeOutcome::Merged { flags: json!(list), change });
     };
     if let Some(outcome) = judge(&last.value)? {
         return Ok(outcome);
     }
     let old = list[last.at].clone();
     let new_value = format!("{}{}{LINKMODE}", last.value, sep(&last.value));
-    list[last.at] = if last.inline {
-        format!("{}{new_value}", &old[..=old.find('=').unwrap_or(0)])
-    } else {
-        new_value
-    };
+    list[last.at] = if last.inline { format!("{}{new_value}", &old[..=old.find('=').unwrap_or(0)]) } else { new_value };
     let show = |v: &str| {
-        if last.inline {
-            v.to_owned()
-        } else {
-            format!("{} {v:?}", list[last.at - 1])
-        }
+        if last.inline { v.to_owned() } else { format!("{} {v:?}", list[last.at - 1]) }
     };
-    let change = format!(
-        "added `{LINKMODE}` to the last -ldflags: `{}` → `{}`",
-        show(&old),
-        show(&list[last.at])
-    );
-    Ok(MergeOutcome::Merged {
-        flags: json!(list),
-        change,
-    })
+    let change = format!("added `{LINKMODE}` to the last -ldflags: `{}` → `{}`", show(&old), show(&list[last.at]));
+    Ok(MergeOutcome::Merged { flags: json!(list), change })
 }
 
 /// The value of the last `-ldflags=V` in `GOFLAGS` (space-separated, no quoting).
 fn goflags_ldflags(goflags: &str) -> Option<String> {
     goflags
         .split_whitespace()
-        .filter_map(|w| {
-            w.strip_prefix("--")
-                .map_or(w, |_| &w[1..])
-                .strip_prefix("-ldflags=")
-        })
+        .filter_map(|w| w.strip_prefix("--").map_or(w, |_| &w[1..]).strip_prefix("-ldflags="))
         .next_back()
         .filter(|v| !v.is_empty())
         .map(str::to_owned)
@@ -359,9 +292,7 @@ pub(crate) fn build_var(
     if let Some(v) = target.get(name) {
         return Some((v.clone(), "the target's environment"));
     }
-    daemon
-        .get(name)
-        .map(|v| (v.clone(), "the daemon's environment"))
+    daemon.get(name).map(|v| (v.clone(), "the daemon's environment"))
 }
 
 /// The Go check: merges the flag into `patched` and reports.
@@ -379,9 +310,8 @@ pub(crate) fn check(
     let flags = patched.get("buildFlags").cloned().unwrap_or(Value::Null);
     let needs_cgo = match merge_with_goflags(&flags, goflags.as_deref()) {
         Err(e) => {
-            report.static_reason = Some(
-                "its buildFlags could not be read, so `-linkmode external` was not added".into(),
-            );
+            report.static_reason =
+                Some("its buildFlags could not be read, so `-linkmode external` was not added".into());
             out.push(
                 Diagnostic::new(
                     "go-build-flags-invalid",
@@ -414,7 +344,9 @@ pub(crate) fn check(
             out.push(Diagnostic::new(
                 "go-linkmode",
                 Severity::Info,
-                format!("buildFlags already link externally (`-ldflags` has `{found}`): the binary will load the layer"),
+                format!(
+                    "buildFlags already link externally (`-ldflags` has `{found}`): the binary will load the layer"
+                ),
             ));
             true
         }
@@ -424,8 +356,7 @@ pub(crate) fn check(
                 Diagnostic::new(
                     "go-linkmode",
                     Severity::Info,
-                    "linking the Go binary externally (dynamically), so that it loads the layer"
-                        .to_owned(),
+                    "linking the Go binary externally (dynamically), so that it loads the layer".to_owned(),
                 )
                 .with_fix(Fix::applied(change)),
             );
@@ -478,9 +409,7 @@ pub(crate) fn check(
             .then(|| "no C compiler (`gcc`, `clang` or `cc`) is on the daemon's PATH".to_owned()),
     };
     if let Some(problem) = compiler {
-        report
-            .static_reason
-            .get_or_insert_with(|| "no C compiler to link it externally".into());
+        report.static_reason.get_or_insert_with(|| "no C compiler to link it externally".into());
         out.push(
             Diagnostic::new(
                 "go-no-c-compiler",
@@ -513,11 +442,7 @@ mod tests {
 
     /// The words Go would see, for checking a merge's meaning (not only its text).
     fn go_words(flags: &str) -> Vec<String> {
-        shellwords::split(flags)
-            .unwrap()
-            .into_iter()
-            .map(|w| w.value)
-            .collect()
+        shellwords::split(flags).unwrap().into_iter().map(|w| w.value).collect()
     }
 
     #[test]
@@ -529,10 +454,7 @@ mod tests {
 
     #[test]
     fn other_flags_without_ldflags_are_kept_as_written() {
-        assert_eq!(
-            s("-tags 'a b'  -race"),
-            "-tags 'a b'  -race -ldflags='-linkmode external'"
-        );
+        assert_eq!(s("-tags 'a b'  -race"), "-tags 'a b'  -race -ldflags='-linkmode external'");
         assert_eq!(s("-v "), "-v -ldflags='-linkmode external'");
         assert_eq!(
             merged(json!(["-tags", "x", "-race"])),
@@ -544,14 +466,8 @@ mod tests {
     fn inline_ldflags_forms() {
         assert_eq!(s("-ldflags=-s"), "-ldflags='-s -linkmode external'");
         assert_eq!(s("-ldflags='-s -w'"), "-ldflags='-s -w -linkmode external'");
-        assert_eq!(
-            s("-ldflags=\"-s -w\""),
-            "-ldflags=\"-s -w -linkmode external\""
-        );
-        assert_eq!(
-            s("--ldflags='-X a=b'"),
-            "--ldflags='-X a=b -linkmode external'"
-        );
+        assert_eq!(s("-ldflags=\"-s -w\""), "-ldflags=\"-s -w -linkmode external\"");
+        assert_eq!(s("--ldflags='-X a=b'"), "--ldflags='-X a=b -linkmode external'");
         assert_eq!(s("'-ldflags=-s -w'"), "'-ldflags=-s -w -linkmode external'");
         assert_eq!(s("-ldflags="), "-ldflags='-linkmode external'");
         assert_eq!(s("-ldflags=''"), "-ldflags='-linkmode external'");
@@ -561,14 +477,8 @@ mod tests {
     fn separate_value_forms() {
         assert_eq!(s("-ldflags -s"), "-ldflags '-s -linkmode external'");
         assert_eq!(s("-ldflags '-s -w'"), "-ldflags '-s -w -linkmode external'");
-        assert_eq!(
-            s("-ldflags \"-X main.v=1 -s\""),
-            "-ldflags \"-X main.v=1 -s -linkmode external\""
-        );
-        assert_eq!(
-            s("--ldflags \"-X a=b\" -v"),
-            "--ldflags \"-X a=b -linkmode external\" -v"
-        );
+        assert_eq!(s("-ldflags \"-X main.v=1 -s\""), "-ldflags \"-X main.v=1 -s -linkmode external\"");
+        assert_eq!(s("--ldflags \"-X a=b\" -v"), "--ldflags \"-X a=b -linkmode external\" -v");
         assert_eq!(s("-ldflags ''"), "-ldflags '-linkmode external'");
     }
 
@@ -579,25 +489,16 @@ mod tests {
             "-tags x -ldflags='-s -linkmode external' -gcflags=all=-N"
         );
         // A value of another flag that looks like -ldflags is not one.
-        assert_eq!(
-            s("-tags -ldflags=-s"),
-            "-tags -ldflags=-s -ldflags='-linkmode external'"
-        );
+        assert_eq!(s("-tags -ldflags=-s"), "-tags -ldflags=-s -ldflags='-linkmode external'");
     }
 
     #[test]
     fn only_the_last_ldflags_is_changed() {
         let out = s("-ldflags='-X a=1' -race -ldflags '-s -w'");
-        assert_eq!(
-            out,
-            "-ldflags='-X a=1' -race -ldflags '-s -w -linkmode external'"
-        );
+        assert_eq!(out, "-ldflags='-X a=1' -race -ldflags '-s -w -linkmode external'");
         // The first one keeps its exact text; Go ignores it anyway.
         let out = merged(json!(["-ldflags=-X a=1", "-ldflags", "-s"]));
-        assert_eq!(
-            out,
-            json!(["-ldflags=-X a=1", "-ldflags", "-s -linkmode external"])
-        );
+        assert_eq!(out, json!(["-ldflags=-X a=1", "-ldflags", "-s -linkmode external"]));
     }
 
     #[test]
@@ -613,31 +514,19 @@ mod tests {
 
     #[test]
     fn list_forms() {
-        assert_eq!(
-            merged(json!(["-ldflags", "-s -w"])),
-            json!(["-ldflags", "-s -w -linkmode external"])
-        );
+        assert_eq!(merged(json!(["-ldflags", "-s -w"])), json!(["-ldflags", "-s -w -linkmode external"]));
         assert_eq!(
             merged(json!(["-tags", "x", "-ldflags=-s -w", "-v"])),
             json!(["-tags", "x", "-ldflags=-s -w -linkmode external", "-v"])
         );
-        assert_eq!(
-            merged(json!(["--ldflags=-X a=b"])),
-            json!(["--ldflags=-X a=b -linkmode external"])
-        );
-        assert_eq!(
-            merged(json!(["-ldflags="])),
-            json!(["-ldflags=-linkmode external"])
-        );
+        assert_eq!(merged(json!(["--ldflags=-X a=b"])), json!(["--ldflags=-X a=b -linkmode external"]));
+        assert_eq!(merged(json!(["-ldflags="])), json!(["-ldflags=-linkmode external"]));
     }
 
     #[test]
     fn package_patterns_are_kept() {
         assert_eq!(s("-ldflags=all=-s"), "-ldflags='all=-s -linkmode external'");
-        assert!(matches!(
-            merge(&json!("-ldflags=all=-linkmode=internal")).unwrap(),
-            MergeOutcome::Conflict { .. }
-        ));
+        assert!(matches!(merge(&json!("-ldflags=all=-linkmode=internal")).unwrap(), MergeOutcome::Conflict { .. }));
     }
 
     #[test]
@@ -649,10 +538,7 @@ mod tests {
             json!(["-ldflags", "-linkmode external -s"]),
             json!("-ldflags='-linkmode internal -linkmode external'"),
         ] {
-            assert!(
-                matches!(merge(&flags).unwrap(), MergeOutcome::AlreadyExternal { .. }),
-                "{flags}"
-            );
+            assert!(matches!(merge(&flags).unwrap(), MergeOutcome::AlreadyExternal { .. }), "{flags}");
         }
     }
 
@@ -667,13 +553,8 @@ mod tests {
             }
         );
         let out = merge(&json!(["-ldflags=-linkmode=internal"])).unwrap();
-        assert!(
-            matches!(out, MergeOutcome::Conflict { ref found, .. } if found == "-linkmode=internal")
-        );
-        let out = merge(&json!(
-            "-ldflags=\"-linkmode external -extldflags '-static'\""
-        ))
-        .unwrap();
+        assert!(matches!(out, MergeOutcome::Conflict { ref found, .. } if found == "-linkmode=internal"));
+        let out = merge(&json!("-ldflags=\"-linkmode external -extldflags '-static'\"")).unwrap();
         assert!(matches!(out, MergeOutcome::Conflict { ref why, .. } if why.contains("static")));
         // External on an earlier, ignored -ldflags does not count; internal there does not either.
         assert_eq!(
@@ -684,10 +565,7 @@ mod tests {
 
     #[test]
     fn auto_linkmode_is_overridden_after_it() {
-        assert_eq!(
-            s("-ldflags='-linkmode auto'"),
-            "-ldflags='-linkmode auto -linkmode external'"
-        );
+        assert_eq!(s("-ldflags='-linkmode auto'"), "-ldflags='-linkmode auto -linkmode external'");
     }
 
     #[test]
@@ -756,16 +634,10 @@ mod tests {
             let before = go_words(flags);
             let after = go_words(&s(flags));
             assert_eq!(before.len(), after.len(), "{flags}");
-            let changed: Vec<usize> = (0..before.len())
-                .filter(|&i| before[i] != after[i])
-                .collect();
+            let changed: Vec<usize> = (0..before.len()).filter(|&i| before[i] != after[i]).collect();
             assert_eq!(changed.len(), 1, "{flags}: {after:?}");
             let i = changed[0];
-            assert_eq!(
-                after[i],
-                format!("{} -linkmode external", before[i]),
-                "{flags}"
-            );
+            assert_eq!(after[i], format!("{} -linkmode external", before[i]), "{flags}");
         }
     }
 }

@@ -41,9 +41,7 @@ impl Family {
             "node" | "pwa-node" => Family::Node,
             "node-terminal" | "pwa-node-terminal" => Family::NodeTerminal,
             "python" | "debugpy" => Family::Python,
-            "cppdbg" | "cppvsdbg" | "lldb" | "lldb-dap" | "lldb-mi" | "gdb" | "native" => {
-                Family::Native
-            }
+            "cppdbg" | "cppvsdbg" | "lldb" | "lldb-dap" | "lldb-mi" | "gdb" | "native" => Family::Native,
             _ => Family::Other,
         }
     }
@@ -102,9 +100,7 @@ impl<'a> Launch<'a> {
         // deprecated name.
         let python = match family {
             Family::Python => match obj.get("python") {
-                Some(Value::Array(items)) if items.first().is_some_and(Value::is_string) => {
-                    items[0].as_str()
-                }
+                Some(Value::Array(items)) if items.first().is_some_and(Value::is_string) => items[0].as_str(),
                 _ => string(obj, "python", out).or_else(|| string(obj, "pythonPath", out)),
             },
             _ => None,
@@ -173,9 +169,7 @@ impl<'a> Launch<'a> {
     /// The file the debugger executes, if the launch runs one (not for Go builds).
     pub fn exec(&self, cx: &Cx) -> Option<Exec> {
         let (field, args_field, written, implicit, as_command) = match self.family {
-            Family::Go if self.go_mode() == "exec" => {
-                ("program", Some("args"), self.program?, false, false)
-            }
+            Family::Go if self.go_mode() == "exec" => ("program", Some("args"), self.program?, false, false),
             Family::Go | Family::NodeTerminal => return None,
             Family::Node => match self.runtime_executable {
                 Some(r) => ("runtimeExecutable", Some("runtimeArgs"), r, false, true),
@@ -185,22 +179,10 @@ impl<'a> Launch<'a> {
                 Some(p) => ("python", None, p, false, true),
                 None => ("python", None, "python3", true, true),
             },
-            Family::Native | Family::Other => {
-                ("program", Some("args"), self.program?, false, false)
-            }
+            Family::Native | Family::Other => ("program", Some("args"), self.program?, false, false),
         };
-        let path = if as_command {
-            cx.resolve_command(written)
-        } else {
-            cx.resolve_path(written)
-        };
-        Some(Exec {
-            field,
-            args_field,
-            path,
-            written: written.to_owned(),
-            implicit,
-        })
+        let path = if as_command { cx.resolve_command(written) } else { cx.resolve_path(written) };
+        Some(Exec { field, args_field, path, written: written.to_owned(), implicit })
     }
 
     /// The launch's command line as words: the runtime, its arguments, the program and its
@@ -233,10 +215,7 @@ pub struct Cx<'a> {
 
 impl<'a> Cx<'a> {
     pub fn new(facts: &'a Facts, launch: &Launch) -> Cx<'a> {
-        let mut cx = Cx {
-            facts,
-            cwd: Some(facts.workspace_folder.clone()),
-        };
+        let mut cx = Cx { facts, cwd: Some(facts.workspace_folder.clone()) };
         if let Some(c) = launch.cwd {
             cx.cwd = cx.expand(c).map(|c| facts.workspace_folder.join(c));
         }
@@ -263,11 +242,7 @@ impl<'a> Cx<'a> {
                 let name = &body[..end];
                 let value = match name {
                     "workspaceFolder" | "workspaceRoot" => ws.clone(),
-                    "workspaceFolderBasename" => f
-                        .workspace_folder
-                        .file_name()?
-                        .to_string_lossy()
-                        .into_owned(),
+                    "workspaceFolderBasename" => f.workspace_folder.file_name()?.to_string_lossy().into_owned(),
                     "userHome" => home.clone()?,
                     "pathSeparator" | "/" => "/".to_owned(),
                     _ => match name.strip_prefix("env:") {
@@ -299,31 +274,20 @@ impl<'a> Cx<'a> {
             return None;
         }
         let p = PathBuf::from(&e);
-        if p.is_absolute() {
-            Some(p)
-        } else {
-            Some(self.cwd.as_ref()?.join(p))
-        }
+        if p.is_absolute() { Some(p) } else { Some(self.cwd.as_ref()?.join(p)) }
     }
 
     /// A command value: a path when it has a `/`, else looked up on `PATH`.
     pub fn resolve_command(&self, s: &str) -> Option<PathBuf> {
         let e = self.expand(s)?;
-        if e.contains('/') {
-            self.resolve_path(&e)
-        } else {
-            self.facts.which(&e)
-        }
+        if e.contains('/') { self.resolve_path(&e) } else { self.facts.which(&e) }
     }
 
     /// The `scripts` entry a package-manager command runs (`npm run dev`, `pnpm dev`,
     /// `yarn dev`, `bun run dev`), split into words, read from `package.json` in `cwd`.
     pub fn package_script(&self, words: &[String]) -> Option<Vec<String>> {
         let i = words.iter().position(|w| {
-            matches!(
-                base_name(w),
-                "npm" | "npm-cli.js" | "pnpm" | "pnpm.cjs" | "yarn" | "yarn.js" | "bun"
-            )
+            matches!(base_name(w), "npm" | "npm-cli.js" | "pnpm" | "pnpm.cjs" | "yarn" | "yarn.js" | "bun")
         })?;
         let mut rest = words[i + 1..].iter().filter(|w| !w.starts_with('-'));
         let mut name = rest.next()?;
@@ -363,11 +327,7 @@ fn bad(field: &str, want: &str, got: &Value) -> Diagnostic {
 }
 
 /// A string field; `None` when missing, null or of another type (reported).
-fn string<'a>(
-    obj: &'a Map<String, Value>,
-    field: &str,
-    out: &mut Vec<Diagnostic>,
-) -> Option<&'a str> {
+fn string<'a>(obj: &'a Map<String, Value>, field: &str, out: &mut Vec<Diagnostic>) -> Option<&'a str> {
     match obj.get(field) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.as_str()),
@@ -386,10 +346,9 @@ fn list(obj: &Map<String, Value>, field: &str, out: &mut Vec<Diagnostic>) -> Vec
             Ok(w) => w.into_iter().map(|w| w.value).collect(),
             Err(_) => s.split_whitespace().map(str::to_owned).collect(),
         },
-        Some(Value::Array(items)) if items.iter().all(Value::is_string) => items
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+            items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+        }
         Some(other) => {
             out.push(bad(field, "a list of strings", other));
             Vec::new()
@@ -400,10 +359,7 @@ fn list(obj: &Map<String, Value>, field: &str, out: &mut Vec<Diagnostic>) -> Vec
 /// The file name of a command word, without a `.js`/`.cjs`/`.mjs` suffix.
 pub fn base_name(word: &str) -> &str {
     let name = word.rsplit('/').next().unwrap_or(word);
-    name.strip_suffix(".js")
-        .or_else(|| name.strip_suffix(".cjs"))
-        .or_else(|| name.strip_suffix(".mjs"))
-        .unwrap_or(name)
+    name.strip_suffix(".js").or_else(|| name.strip_suffix(".cjs")).or_else(|| name.strip_suffix(".mjs")).unwrap_or(name)
 }
 
 /// A JSON value's kind, for messages.
@@ -466,15 +422,9 @@ mod tests {
         let (_, l) = read(&v);
         let cx = Cx::new(&f, &l);
         assert_eq!(cx.cwd().unwrap(), Path::new("/ws/proj/web"));
-        assert_eq!(
-            cx.resolve_path("bin/app").unwrap(),
-            Path::new("/ws/proj/web/bin/app")
-        );
+        assert_eq!(cx.resolve_path("bin/app").unwrap(), Path::new("/ws/proj/web/bin/app"));
         assert_eq!(cx.resolve_path("/abs").unwrap(), Path::new("/abs"));
-        assert_eq!(
-            cx.resolve_command("node").unwrap(),
-            Path::new("/usr/bin/node")
-        );
+        assert_eq!(cx.resolve_command("node").unwrap(), Path::new("/usr/bin/node"));
         assert_eq!(cx.resolve_command("deno"), None);
         // A relative cwd is relative to the workspace folder.
         let v = json!({"cwd": "sub"});
@@ -484,28 +434,15 @@ mod tests {
 
     #[test]
     fn wrong_types_are_reported_per_field() {
-        let v =
-            json!({"type": 3, "program": ["a"], "args": [1], "env": {"A": 1, "B": null, "C": "c"}});
+        let v = json!({"type": 3, "program": ["a"], "args": [1], "env": {"A": 1, "B": null, "C": "c"}});
         let (out, l) = read(&v);
         let msgs: Vec<_> = out.iter().map(|d| d.message.as_str()).collect();
         assert_eq!(out.len(), 4, "{msgs:?}");
-        assert!(
-            msgs.iter()
-                .any(|m| m.contains("`type` must be a string, not a number"))
-        );
-        assert!(
-            msgs.iter()
-                .any(|m| m.contains("`program` must be a string, not a list"))
-        );
-        assert!(
-            msgs.iter()
-                .any(|m| m.contains("`args` must be a list of strings"))
-        );
+        assert!(msgs.iter().any(|m| m.contains("`type` must be a string, not a number")));
+        assert!(msgs.iter().any(|m| m.contains("`program` must be a string, not a list")));
+        assert!(msgs.iter().any(|m| m.contains("`args` must be a list of strings")));
         assert!(msgs.iter().any(|m| m.contains("`env.A`")));
-        assert!(
-            out.iter()
-                .all(|d| d.id == "launch-invalid" && d.severity == Severity::Error)
-        );
+        assert!(out.iter().all(|d| d.id == "launch-invalid" && d.severity == Severity::Error));
         assert_eq!(l.env.get("B"), Some(&None));
         assert_eq!(l.env.get("C"), Some(&Some("c".into())));
         assert_eq!(l.debug_type, None);
@@ -526,52 +463,24 @@ mod tests {
 
     #[test]
     fn exec_target_per_family() {
-        let f = facts(
-            MemHost::new()
-                .exe("/usr/bin/node", "x")
-                .exe("/usr/bin/python3", "x"),
-        );
+        let f = facts(MemHost::new().exe("/usr/bin/node", "x").exe("/usr/bin/python3", "x"));
         let cases = [
-            (
-                json!({"type": "node", "program": "a.js"}),
-                Some(("runtimeExecutable", "/usr/bin/node", true)),
-            ),
-            (
-                json!({"type": "node", "runtimeExecutable": "/opt/n"}),
-                Some(("runtimeExecutable", "/opt/n", false)),
-            ),
-            (
-                json!({"type": "python", "program": "a.py"}),
-                Some(("python", "/usr/bin/python3", true)),
-            ),
-            (
-                json!({"type": "cppdbg", "program": "out/app"}),
-                Some(("program", "/ws/proj/out/app", false)),
-            ),
-            (
-                json!({"type": "go", "mode": "exec", "program": "/b"}),
-                Some(("program", "/b", false)),
-            ),
+            (json!({"type": "node", "program": "a.js"}), Some(("runtimeExecutable", "/usr/bin/node", true))),
+            (json!({"type": "node", "runtimeExecutable": "/opt/n"}), Some(("runtimeExecutable", "/opt/n", false))),
+            (json!({"type": "python", "program": "a.py"}), Some(("python", "/usr/bin/python3", true))),
+            (json!({"type": "cppdbg", "program": "out/app"}), Some(("program", "/ws/proj/out/app", false))),
+            (json!({"type": "go", "mode": "exec", "program": "/b"}), Some(("program", "/b", false))),
             (json!({"type": "go", "program": "."}), None),
             (
                 json!({"type": "debugpy", "python": ["/usr/bin/python3", "-X", "dev"]}),
                 Some(("python", "/usr/bin/python3", false)),
             ),
-            (
-                json!({"type": "node-terminal", "command": "npm start"}),
-                None,
-            ),
+            (json!({"type": "node-terminal", "command": "npm start"}), None),
         ];
         for (v, want) in cases {
             let (_, l) = read(&v);
             let cx = Cx::new(&f, &l);
-            let got = l.exec(&cx).map(|e| {
-                (
-                    e.field,
-                    e.path.unwrap().to_string_lossy().into_owned(),
-                    e.implicit,
-                )
-            });
+            let got = l.exec(&cx).map(|e| (e.field, e.path.unwrap().to_string_lossy().into_owned(), e.implicit));
             let want = want.map(|(a, b, c)| (a, b.to_owned(), c));
             assert_eq!(got, want, "{v}");
         }
@@ -591,17 +500,11 @@ mod tests {
             let (_, l) = read(&v);
             let words = Cx::new(&f, &l).command_words(&l);
             assert!(
-                words.ends_with(&[
-                    "turbo".into(),
-                    "run".into(),
-                    "dev".into(),
-                    "--parallel".into()
-                ]),
+                words.ends_with(&["turbo".into(), "run".into(), "dev".into(), "--parallel".into()]),
                 "{cmd:?}: {words:?}"
             );
         }
-        let v =
-            json!({"type": "node", "runtimeExecutable": "npm", "runtimeArgs": ["run", "missing"]});
+        let v = json!({"type": "node", "runtimeExecutable": "npm", "runtimeArgs": ["run", "missing"]});
         let (_, l) = read(&v);
         assert_eq!(Cx::new(&f, &l).command_words(&l), ["npm", "run", "missing"]);
     }

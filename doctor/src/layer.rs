@@ -13,14 +13,8 @@ use crate::facts::Facts;
 use crate::{Diagnostic, Fix, Severity};
 
 /// Temporary directories (macOS' per-user temporary directories live under /var/folders).
-const TEMP_DIRS: [&str; 6] = [
-    "/tmp",
-    "/var/tmp",
-    "/private/tmp",
-    "/private/var/tmp",
-    "/var/folders",
-    "/private/var/folders",
-];
+const TEMP_DIRS: [&str; 6] =
+    ["/tmp", "/var/tmp", "/private/tmp", "/private/var/tmp", "/var/folders", "/private/var/folders"];
 
 /// The `layer-location` information and the `layer-dir-unsafe` warning.
 pub fn check(facts: &Facts, out: &mut Vec<Diagnostic>) {
@@ -40,17 +34,11 @@ pub fn check(facts: &Facts, out: &mut Vec<Diagnostic>) {
     ));
 
     let tmpdir = facts.daemon_env.get("TMPDIR").filter(|t| t.len() > 1);
-    let in_temp = TEMP_DIRS.iter().any(|t| dir.starts_with(t))
-        || tmpdir.is_some_and(|t| dir.starts_with(Path::new(t)));
-    let world_writable = facts
-        .host
-        .metadata(dir)
-        .is_some_and(|m| m.mode & 0o002 != 0);
+    let in_temp = TEMP_DIRS.iter().any(|t| dir.starts_with(t)) || tmpdir.is_some_and(|t| dir.starts_with(Path::new(t)));
+    let world_writable = facts.host.metadata(dir).is_some_and(|m| m.mode & 0o002 != 0);
     let problem = match (in_temp, world_writable) {
         (true, true) => "is in a temporary directory and writable by every user",
-        (true, false) => {
-            "is in a temporary directory, which security tools often block and cleaners empty"
-        }
+        (true, false) => "is in a temporary directory, which security tools often block and cleaners empty",
         (false, true) => "is writable by every user, so another user could replace the library",
         (false, false) => return,
     };
@@ -86,11 +74,7 @@ mod tests {
 
     #[test]
     fn names_the_directory_and_the_key() {
-        let out = run(
-            MemHost::new().dir("/home/u/.local/share/tether", 0o700),
-            "/home/u/.local/share/tether",
-            false,
-        );
+        let out = run(MemHost::new().dir("/home/u/.local/share/tether", 0o700), "/home/u/.local/share/tether", false);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].id, "layer-location");
         assert_eq!(out[0].severity, Severity::Info);
@@ -102,29 +86,14 @@ mod tests {
 
     #[test]
     fn temporary_or_world_writable_directories_warn() {
-        let out = run(
-            MemHost::new().dir("/tmp/tether-layer", 0o700),
-            "/tmp/tether-layer",
-            true,
-        );
+        let out = run(MemHost::new().dir("/tmp/tether-layer", 0o700), "/tmp/tether-layer", true);
         assert_eq!(out[1].id, "layer-dir-unsafe");
         assert!(out[1].message.contains("temporary"));
-        let out = run(
-            MemHost::new().dir("/shared/layer", 0o777),
-            "/shared/layer",
-            true,
-        );
+        let out = run(MemHost::new().dir("/shared/layer", 0o777), "/shared/layer", true);
         assert!(out[1].message.contains("writable by every user"));
-        let out = run(
-            MemHost::new().dir("/var/folders/xy/T/l", 0o1777),
-            "/var/folders/xy/T/l",
-            true,
-        );
+        let out = run(MemHost::new().dir("/var/folders/xy/T/l", 0o1777), "/var/folders/xy/T/l", true);
         assert!(out[1].message.contains("temporary directory and writable"));
-        assert_eq!(
-            run(MemHost::new().dir("/opt/l", 0o755), "/opt/l", true).len(),
-            1
-        );
+        assert_eq!(run(MemHost::new().dir("/opt/l", 0o755), "/opt/l", true).len(), 1);
     }
 
     #[test]

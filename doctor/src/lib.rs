@@ -71,19 +71,11 @@ pub struct Fix {
 
 impl Fix {
     pub fn applied(description: impl Into<String>) -> Fix {
-        Fix {
-            applied: true,
-            description: description.into(),
-            edit: None,
-        }
+        Fix { applied: true, description: description.into(), edit: None }
     }
 
     pub fn manual(description: impl Into<String>, edit: Option<Value>) -> Fix {
-        Fix {
-            applied: false,
-            description: description.into(),
-            edit,
-        }
+        Fix { applied: false, description: description.into(), edit }
     }
 }
 
@@ -101,12 +93,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(id: &'static str, severity: Severity, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            id,
-            severity,
-            message: message.into(),
-            fix: None,
-        }
+        Diagnostic { id, severity, message: message.into(), fix: None }
     }
 
     pub fn with_fix(mut self, fix: Fix) -> Diagnostic {
@@ -143,16 +130,9 @@ pub fn check_launch(launch: &Value, facts: &Facts) -> Patched {
         out.push(Diagnostic::new(
             "launch-invalid",
             Severity::Error,
-            format!(
-                "the launch configuration must be an object, not {}",
-                launch::kind(launch)
-            ),
+            format!("the launch configuration must be an object, not {}", launch::kind(launch)),
         ));
-        return Patched {
-            launch: launch.clone(),
-            diagnostics: out,
-            sip_copies,
-        };
+        return Patched { launch: launch.clone(), diagnostics: out, sip_copies };
     };
     let mut patched = obj.clone();
     let l = Launch::read(obj, &mut out);
@@ -189,8 +169,7 @@ pub fn check_launch(launch: &Value, facts: &Facts) -> Patched {
         return finish(patched, out, sip_copies);
     }
 
-    let effective_env =
-        tether_config::env::remote_env(&facts.target_env, &facts.config.feature.env);
+    let effective_env = tether_config::env::remote_env(&facts.target_env, &facts.config.feature.env);
     program::check_present(&l, &cx, &mut out);
     if l.go_builds() && facts.os == Os::Linux {
         go::check(&l, &cx, &effective_env, &mut patched, &mut out);
@@ -207,17 +186,9 @@ pub fn check_launch(launch: &Value, facts: &Facts) -> Patched {
     finish(patched, out, sip_copies)
 }
 
-fn finish(
-    patched: serde_json::Map<String, Value>,
-    mut out: Vec<Diagnostic>,
-    sip_copies: Vec<SipCopy>,
-) -> Patched {
+fn finish(patched: serde_json::Map<String, Value>, mut out: Vec<Diagnostic>, sip_copies: Vec<SipCopy>) -> Patched {
     out.sort_by_key(|d| d.severity);
-    Patched {
-        launch: Value::Object(patched),
-        diagnostics: out,
-        sip_copies,
-    }
+    Patched { launch: Value::Object(patched), diagnostics: out, sip_copies }
 }
 
 /// The diagnostic for a launch none of whose processes attached to its session within

@@ -28,10 +28,8 @@ const MAX_FAT_ARCHES: u32 = 32;
 
 /// The entitlements that let a hardened program take `DYLD_INSERT_LIBRARIES` and load an
 /// unsigned library.
-const DYLD_ENTITLEMENTS: [&str; 2] = [
-    "com.apple.security.cs.allow-dyld-environment-variables",
-    "com.apple.security.cs.disable-library-validation",
-];
+const DYLD_ENTITLEMENTS: [&str; 2] =
+    ["com.apple.security.cs.allow-dyld-environment-variables", "com.apple.security.cs.disable-library-validation"];
 
 /// One architecture of a Mach-O file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,23 +86,13 @@ pub fn inspect(r: &dyn ReadAt) -> Option<MachoInfo> {
         let table = r.read_exact_at(8, entry * n as usize)?;
         let mut slices = Vec::new();
         for e in table.chunks_exact(entry) {
-            let offset = if wide {
-                be64(e, 8)?
-            } else {
-                u64::from(be32(e, 8)?)
-            };
-            let inner = Offset {
-                inner: r,
-                base: offset,
-            };
+            let offset = if wide { be64(e, 8)? } else { u64::from(be32(e, 8)?) };
+            let inner = Offset { inner: r, base: offset };
             slices.push(thin_image(&inner)?);
         }
         return Some(MachoInfo { fat: true, slices });
     }
-    Some(MachoInfo {
-        fat: false,
-        slices: vec![thin_image(r)?],
-    })
+    Some(MachoInfo { fat: false, slices: vec![thin_image(r)?] })
 }
 
 /// One thin Mach-O image starting at offset 0 of `r`.
@@ -119,22 +107,13 @@ fn thin_image(r: &dyn ReadAt) -> Option<Slice> {
     };
     let u32_at = |b: &[u8], at: usize| -> Option<u32> {
         let a: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
-        Some(if big {
-            u32::from_be_bytes(a)
-        } else {
-            u32::from_le_bytes(a)
-        })
+        Some(if big { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) })
     };
     let cputype = u32_at(&h, 4)?;
     let ncmds = u32_at(&h, 16)?;
     let sizeofcmds = u32_at(&h, 20)?;
     let header_len = if wide { 32 } else { 28 };
-    let mut slice = Slice {
-        cputype,
-        signed: false,
-        cs_flags: 0,
-        dyld_entitled: false,
-    };
+    let mut slice = Slice { cputype, signed: false, cs_flags: 0, dyld_entitled: false };
     if sizeofcmds > MAX_LOAD_COMMANDS {
         return Some(slice);
     }
@@ -147,8 +126,7 @@ fn thin_image(r: &dyn ReadAt) -> Option<Slice> {
             break;
         };
         if cmd == LC_CODE_SIGNATURE {
-            let (Some(dataoff), Some(datasize)) = (u32_at(&cmds, at + 8), u32_at(&cmds, at + 12))
-            else {
+            let (Some(dataoff), Some(datasize)) = (u32_at(&cmds, at + 8), u32_at(&cmds, at + 12)) else {
                 break;
             };
             slice.signed = true;
@@ -184,8 +162,7 @@ fn read_signature(r: &dyn ReadAt, base: u64, size: u32, slice: &mut Slice) {
         }
         let at = base + u64::from(offset);
         let is_cd = slot == CSSLOT_CODEDIRECTORY
-            || (CSSLOT_ALTERNATE_CODEDIRECTORIES..CSSLOT_ALTERNATE_CODEDIRECTORIES + 5)
-                .contains(&slot);
+            || (CSSLOT_ALTERNATE_CODEDIRECTORIES..CSSLOT_ALTERNATE_CODEDIRECTORIES + 5).contains(&slot);
         if is_cd {
             if let Some(cd) = r.read_exact_at(at, 16)
                 && be32(&cd, 0) == Some(CSMAGIC_CODEDIRECTORY)
@@ -197,9 +174,7 @@ fn read_signature(r: &dyn ReadAt, base: u64, size: u32, slice: &mut Slice) {
                 continue;
             };
             let len = be32(&h, 4).unwrap_or(0);
-            if be32(&h, 0) != Some(CSMAGIC_EMBEDDED_ENTITLEMENTS)
-                || !(8..=MAX_ENTITLEMENTS).contains(&len)
-            {
+            if be32(&h, 0) != Some(CSMAGIC_EMBEDDED_ENTITLEMENTS) || !(8..=MAX_ENTITLEMENTS).contains(&len) {
                 continue;
             }
             if let Some(xml) = r.read_exact_at(at + 8, len as usize - 8) {
@@ -213,8 +188,7 @@ fn read_signature(r: &dyn ReadAt, base: u64, size: u32, slice: &mut Slice) {
 /// Whether the entitlements plist sets `key` to true.
 fn entitled(xml: &str, key: &str) -> bool {
     let tag = format!("<key>{key}</key>");
-    xml.find(&tag)
-        .is_some_and(|i| xml[i + tag.len()..].trim_start().starts_with("<true/>"))
+    xml.find(&tag).is_some_and(|i| xml[i + tag.len()..].trim_start().starts_with("<true/>"))
 }
 
 fn be32(b: &[u8], at: usize) -> Option<u32> {
@@ -245,13 +219,7 @@ pub(crate) mod fixture {
         big: bool,
         wide: bool,
     ) -> Vec<u8> {
-        let p32 = |v: &mut Vec<u8>, x: u32| {
-            v.extend_from_slice(&if big {
-                x.to_be_bytes()
-            } else {
-                x.to_le_bytes()
-            })
-        };
+        let p32 = |v: &mut Vec<u8>, x: u32| v.extend_from_slice(&if big { x.to_be_bytes() } else { x.to_le_bytes() });
         let header_len = if wide { 32 } else { 28 };
         let mut cmds = Vec::new();
         // LC_UUID (0x1b), 24 bytes, to be skipped.
@@ -430,27 +398,15 @@ mod tests {
     #[test]
     fn universal_files_are_protected_when_any_slice_is() {
         for wide in [false, true] {
-            let plain = fat(
-                &[thin(X86_64, Some(0), None), thin(ARM64, None, None)],
-                wide,
-            );
+            let plain = fat(&[thin(X86_64, Some(0), None), thin(ARM64, None, None)], wide);
             let info = inspect(&plain.as_slice()).unwrap();
             assert!(info.fat);
             assert_eq!(info.slices.len(), 2);
             assert_eq!(info.slices[1].cputype, ARM64);
             assert_eq!(info.protection(), None);
 
-            let mixed = fat(
-                &[
-                    thin(X86_64, None, None),
-                    thin(ARM64, Some(CS_RESTRICT), None),
-                ],
-                wide,
-            );
-            assert!(
-                inspect(&mixed.as_slice()).unwrap().protection().is_some(),
-                "wide={wide}"
-            );
+            let mixed = fat(&[thin(X86_64, None, None), thin(ARM64, Some(CS_RESTRICT), None)], wide);
+            assert!(inspect(&mixed.as_slice()).unwrap().protection().is_some(), "wide={wide}");
         }
     }
 
@@ -465,10 +421,7 @@ mod tests {
 
     #[test]
     fn truncated_and_corrupt_files_never_panic() {
-        let full = fat(
-            &[thin(ARM64, Some(CS_RUNTIME), Some(&entitlements(&["x"])))],
-            true,
-        );
+        let full = fat(&[thin(ARM64, Some(CS_RUNTIME), Some(&entitlements(&["x"])))], true);
         for len in 0..full.len() {
             let _ = inspect(&&full[..len]);
         }

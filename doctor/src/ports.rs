@@ -18,11 +18,7 @@ pub const DEBUGGER_PORTS: [u16; 2] = [9229, 5678];
 /// The `port-not-served` diagnostic for a program that listens on `listen_port`, when the
 /// target (serving `target_ports`) sends it nothing; `None` when traffic will arrive (or the
 /// user asked for none).
-pub fn port_diagnostic(
-    listen_port: u16,
-    target_ports: &[u16],
-    config: &Config,
-) -> Option<Diagnostic> {
+pub fn port_diagnostic(listen_port: u16, target_ports: &[u16], config: &Config) -> Option<Diagnostic> {
     let incoming = &config.feature.network.incoming;
     if incoming.mode == IncomingMode::Off
         || listen_port == 0
@@ -45,11 +41,7 @@ pub fn port_diagnostic(
             ),
         ));
     }
-    let listed = ports
-        .iter()
-        .map(u16::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
+    let listed = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
     // The target's ports no mapping takes yet (and that are not ignored) are the candidates.
     let free: Vec<u16> = ports
         .iter()
@@ -62,11 +54,7 @@ pub fn port_diagnostic(
     );
     let fix = match free.first() {
         Some(&remote) => {
-            let others = if free.len() > 1 {
-                format!(" (or another of {listed})")
-            } else {
-                String::new()
-            };
+            let others = if free.len() > 1 { format!(" (or another of {listed})") } else { String::new() };
             Fix::manual(
                 format!(
                     "add [{listen_port}, {remote}] to `feature.network.incoming.port_mapping`{others}, or make the program listen on {remote}"
@@ -92,10 +80,8 @@ mod tests {
     fn cfg(mappings: &[(u16, u16)], mode: IncomingMode) -> Config {
         let mut c = Config::default();
         c.feature.network.incoming.mode = mode;
-        c.feature.network.incoming.port_mapping = mappings
-            .iter()
-            .map(|&(local, remote)| PortMapping { local, remote })
-            .collect();
+        c.feature.network.incoming.port_mapping =
+            mappings.iter().map(|&(local, remote)| PortMapping { local, remote }).collect();
         c
     }
 
@@ -105,10 +91,7 @@ mod tests {
         assert_eq!(port_diagnostic(8080, &[8080, 9090], &c), None);
         assert_eq!(port_diagnostic(3000, &[8080], &c), None);
         assert_eq!(port_diagnostic(9229, &[8080], &c), None, "node inspector");
-        assert_eq!(
-            port_diagnostic(4000, &[8080], &cfg(&[], IncomingMode::Off)),
-            None
-        );
+        assert_eq!(port_diagnostic(4000, &[8080], &cfg(&[], IncomingMode::Off)), None);
     }
 
     #[test]
@@ -116,17 +99,10 @@ mod tests {
         let d = port_diagnostic(3000, &[8080], &cfg(&[], IncomingMode::Steal)).unwrap();
         assert_eq!(d.id, "port-not-served");
         assert_eq!(d.severity, Severity::Warning);
-        assert!(
-            d.message.contains("3000") && d.message.contains("serves 8080"),
-            "{}",
-            d.message
-        );
+        assert!(d.message.contains("3000") && d.message.contains("serves 8080"), "{}", d.message);
         let fix = d.fix.unwrap();
         assert!(!fix.applied);
-        assert_eq!(
-            fix.edit,
-            Some(json!({"feature.network.incoming.port_mapping": [[3000, 8080]]}))
-        );
+        assert_eq!(fix.edit, Some(json!({"feature.network.incoming.port_mapping": [[3000, 8080]]})));
     }
 
     #[test]
@@ -134,19 +110,10 @@ mod tests {
         let c = cfg(&[(3000, 8080)], IncomingMode::Mirror);
         let d = port_diagnostic(4000, &[9090, 8080, 8080], &c).unwrap();
         assert!(d.message.contains("serves 8080, 9090"), "{}", d.message);
-        assert_eq!(
-            d.fix.unwrap().edit,
-            Some(json!({"feature.network.incoming.port_mapping": [[4000, 9090]]}))
-        );
+        assert_eq!(d.fix.unwrap().edit, Some(json!({"feature.network.incoming.port_mapping": [[4000, 9090]]})));
         let all_mapped = port_diagnostic(4000, &[8080], &c).unwrap();
         assert_eq!(all_mapped.fix.as_ref().unwrap().edit, None);
-        assert!(
-            all_mapped
-                .fix
-                .unwrap()
-                .description
-                .contains("already mapped")
-        );
+        assert!(all_mapped.fix.unwrap().description.contains("already mapped"));
     }
 
     #[test]

@@ -56,10 +56,7 @@ pub fn parse_shebang(head: &[u8]) -> Option<Shebang> {
     if interp.is_empty() {
         return None;
     }
-    Some(Shebang {
-        interpreter: interp.to_owned(),
-        arg: arg.map(str::to_owned),
-    })
+    Some(Shebang { interpreter: interp.to_owned(), arg: arg.map(str::to_owned) })
 }
 
 /// The first bytes of a file (enough for a magic number or a `#!` line).
@@ -71,22 +68,12 @@ pub fn head(cx: &Cx, path: &Path) -> Option<Vec<u8>> {
 /// command found on `PATH`. `Err` names what could not be found.
 pub fn shebang_target(cx: &Cx, sb: &Shebang) -> Result<PathBuf, String> {
     if let Some((cmd, _)) = sb.env_command() {
-        return cx.resolve_command(&cmd).ok_or_else(|| {
-            format!(
-                "`{cmd}` (run through `{}`) is not on the daemon's PATH",
-                sb.interpreter
-            )
-        });
+        return cx
+            .resolve_command(&cmd)
+            .ok_or_else(|| format!("`{cmd}` (run through `{}`) is not on the daemon's PATH", sb.interpreter));
     }
     let p = PathBuf::from(&sb.interpreter);
-    if cx.facts.exists(&p) {
-        Ok(p)
-    } else {
-        Err(format!(
-            "the interpreter `{}` does not exist",
-            sb.interpreter
-        ))
-    }
+    if cx.facts.exists(&p) { Ok(p) } else { Err(format!("the interpreter `{}` does not exist", sb.interpreter)) }
 }
 
 /// `program-missing` / `program-not-found`: the executable the launch names must exist.
@@ -115,29 +102,19 @@ pub fn check_present(l: &Launch, cx: &Cx, out: &mut Vec<Diagnostic>) {
         && let Some(path) = cx.resolve_path(p)
         && !cx.facts.exists(&path)
     {
-        out.push(not_found(
-            "program",
-            &path.display().to_string(),
-            Severity::Error,
-        ));
+        out.push(not_found("program", &path.display().to_string(), Severity::Error));
     }
     let Some(exec) = l.exec(cx) else {
         return;
     };
     match (&exec.path, exec.implicit) {
-        (Some(path), _) if !cx.facts.exists(path) => out.push(not_found(
-            exec.field,
-            &path.display().to_string(),
-            Severity::Error,
-        )),
+        (Some(path), _) if !cx.facts.exists(path) => {
+            out.push(not_found(exec.field, &path.display().to_string(), Severity::Error))
+        }
         (None, false) if exec.field != "program" && cx.expand(&exec.written).is_some() => {
             // A command name looked up on the daemon's PATH, which may differ from the
             // debugger's: a warning, not an error.
-            out.push(not_found(
-                exec.field,
-                &format!("{} (not on the daemon's PATH)", exec.written),
-                Severity::Warning,
-            ))
+            out.push(not_found(exec.field, &format!("{} (not on the daemon's PATH)", exec.written), Severity::Warning))
         }
         _ => {}
     }
@@ -178,10 +155,7 @@ pub fn static_diagnostic(exec: &Exec, l: &Launch, cx: &Cx) -> Option<Diagnostic>
                         Severity::Warning,
                         format!("{} is a script, but {why}", path.display()),
                     )
-                    .with_fix(Fix::manual(
-                        "install the interpreter, or fix the script's `#!` line",
-                        None,
-                    )),
+                    .with_fix(Fix::manual("install the interpreter, or fix the script's `#!` line", None)),
                 );
             }
         }
@@ -202,21 +176,14 @@ pub fn static_diagnostic(exec: &Exec, l: &Launch, cx: &Cx) -> Option<Diagnostic>
         } else {
             "rebuild it with `go build -ldflags='-linkmode external'` (cgo on, a C compiler present) or add `import \"C\"` to its main package; or run it with `tether exec`, which supports static binaries"
         };
-        (
-            format!(
-                "{what} is a statically linked Go binary: it cannot load the layer under a debugger"
-            ),
-            fix,
-        )
+        (format!("{what} is a statically linked Go binary: it cannot load the layer under a debugger"), fix)
     } else {
         (
             format!("{what} is statically linked: it cannot load the layer under a debugger"),
             "link it dynamically (drop `-static`; for Rust, a `-gnu` target instead of `-musl`), or run it with `tether exec -- PROGRAM`, which supports static binaries",
         )
     };
-    Some(
-        Diagnostic::new("static-binary", Severity::Error, message).with_fix(Fix::manual(fix, None)),
-    )
+    Some(Diagnostic::new("static-binary", Severity::Error, message).with_fix(Fix::manual(fix, None)))
 }
 
 #[cfg(test)]
@@ -225,26 +192,14 @@ mod tests {
 
     #[test]
     fn shebang_forms() {
-        assert_eq!(
-            parse_shebang(b"#!/bin/sh\necho").unwrap(),
-            Shebang {
-                interpreter: "/bin/sh".into(),
-                arg: None
-            }
-        );
+        assert_eq!(parse_shebang(b"#!/bin/sh\necho").unwrap(), Shebang { interpreter: "/bin/sh".into(), arg: None });
         assert_eq!(
             parse_shebang(b"#! /usr/bin/python3 -u -E \nx").unwrap(),
-            Shebang {
-                interpreter: "/usr/bin/python3".into(),
-                arg: Some("-u -E".into())
-            }
+            Shebang { interpreter: "/usr/bin/python3".into(), arg: Some("-u -E".into()) }
         );
         assert_eq!(parse_shebang(b"#!\n"), None);
         assert_eq!(parse_shebang(b"echo"), None);
-        assert_eq!(
-            parse_shebang(b"#!/bin/bash").unwrap().interpreter,
-            "/bin/bash"
-        );
+        assert_eq!(parse_shebang(b"#!/bin/bash").unwrap().interpreter, "/bin/bash");
     }
 
     #[test]
@@ -255,10 +210,7 @@ mod tests {
             cmd(b"#!/usr/bin/env -S deno run --allow-all\n"),
             Some(("deno".into(), vec!["run".into(), "--allow-all".into()]))
         );
-        assert_eq!(
-            cmd(b"#!/usr/bin/env -u X NODE_ENV=1 node\n"),
-            Some(("node".into(), vec![]))
-        );
+        assert_eq!(cmd(b"#!/usr/bin/env -u X NODE_ENV=1 node\n"), Some(("node".into(), vec![])));
         assert_eq!(cmd(b"#!/usr/bin/env\n"), None);
         assert_eq!(cmd(b"#!/bin/sh -e\n"), None);
     }

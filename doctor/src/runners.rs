@@ -18,43 +18,30 @@ pub fn tether_vars(os: Os) -> [&'static str; 5] {
         Os::Linux => "LD_PRELOAD",
         Os::Macos => "DYLD_INSERT_LIBRARIES",
     };
-    [
-        preload,
-        "TETHER_SOCKET",
-        "TETHER_SESSION",
-        "TETHER_SESSION_TOKEN",
-        "TETHER_REQUIRE",
-    ]
+    [preload, "TETHER_SOCKET", "TETHER_SESSION", "TETHER_SESSION_TOKEN", "TETHER_REQUIRE"]
 }
 
 /// Where turbo runs in the words, if it does (and not in loose env mode).
 pub fn runs_turbo(words: &[String]) -> bool {
     words.iter().any(|w| base_name(w) == "turbo")
-        && !words
-            .iter()
-            .any(|w| w == "--env-mode=loose" || w == "--env-mode=infer")
-        && !words
-            .windows(2)
-            .any(|p| p[0] == "--env-mode" && p[1] != "strict")
+        && !words.iter().any(|w| w == "--env-mode=loose" || w == "--env-mode=infer")
+        && !words.windows(2).any(|p| p[0] == "--env-mode" && p[1] != "strict")
 }
 
 /// Whether the words run `env -i` (or `env -`, `env --ignore-environment`).
 pub fn clears_env(words: &[String]) -> bool {
     words.iter().enumerate().any(|(i, w)| {
         base_name(w) == "env"
-            && words[i + 1..]
-                .iter()
-                .take_while(|a| a.starts_with('-') || a.contains('='))
-                .any(|a| {
-                    a == "-i"
-                        || a == "-"
-                        || a == "--ignore-environment"
-                        || (a.starts_with('-')
-                            && !a.starts_with("--")
-                            && a.len() > 2
-                            && a[1..].contains('i')
-                            && !a.contains('='))
-                })
+            && words[i + 1..].iter().take_while(|a| a.starts_with('-') || a.contains('=')).any(|a| {
+                a == "-i"
+                    || a == "-"
+                    || a == "--ignore-environment"
+                    || (a.starts_with('-')
+                        && !a.starts_with("--")
+                        && a.len() > 2
+                        && a[1..].contains('i')
+                        && !a.contains('='))
+            })
     })
 }
 
@@ -93,33 +80,22 @@ pub fn check(l: &Launch, cx: &Cx, out: &mut Vec<Diagnostic>) {
 fn turbo_diagnostic(cx: &Cx) -> Option<Diagnostic> {
     let vars = tether_vars(cx.facts.os);
     let config = read_turbo_json(cx);
-    if config
-        .as_ref()
-        .and_then(|c| c.get("envMode"))
-        .and_then(Value::as_str)
-        == Some("loose")
-    {
+    if config.as_ref().and_then(|c| c.get("envMode")).and_then(Value::as_str) == Some("loose") {
         return None;
     }
     let mut list: Vec<String> = config
         .as_ref()
         .and_then(|c| c.get("globalPassThroughEnv"))
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
     let missing: Vec<&str> = vars
         .iter()
         .copied()
         .filter(|v| {
-            !list.iter().any(|have| {
-                have == v
-                    || have == "*"
-                    || (have.ends_with('*') && v.starts_with(&have[..have.len() - 1]))
-            })
+            !list
+                .iter()
+                .any(|have| have == v || have == "*" || (have.ends_with('*') && v.starts_with(&have[..have.len() - 1])))
         })
         .collect();
     if missing.is_empty() {
@@ -145,10 +121,7 @@ fn turbo_diagnostic(cx: &Cx) -> Option<Diagnostic> {
 
 /// `turbo.json` in the launch's `cwd`, else in the workspace folder.
 fn read_turbo_json(cx: &Cx) -> Option<Value> {
-    let dirs = [
-        cx.cwd().map(|c| c.to_path_buf()),
-        Some(cx.facts.workspace_folder.clone()),
-    ];
+    let dirs = [cx.cwd().map(|c| c.to_path_buf()), Some(cx.facts.workspace_folder.clone())];
     for dir in dirs.into_iter().flatten() {
         let path = dir.join("turbo.json");
         let Some(meta) = cx.facts.host.metadata(&path) else {
@@ -197,20 +170,10 @@ mod tests {
 
     #[test]
     fn env_clearing_forms() {
-        for cmd in [
-            "env -i node a.js",
-            "/usr/bin/env - node",
-            "env --ignore-environment X=1 node",
-            "env -iv node",
-        ] {
+        for cmd in ["env -i node a.js", "/usr/bin/env - node", "env --ignore-environment X=1 node", "env -iv node"] {
             assert!(clears_env(&w(cmd)), "{cmd}");
         }
-        for cmd in [
-            "env node",
-            "env X=-i node",
-            "environment -i",
-            "node a.js -i",
-        ] {
+        for cmd in ["env node", "env X=-i node", "environment -i", "node a.js -i"] {
             assert!(!clears_env(&w(cmd)), "{cmd}");
         }
     }

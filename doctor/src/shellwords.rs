@@ -97,12 +97,7 @@ pub fn split(text: &str) -> Result<Vec<Word>, String> {
             }
             end = chars.peek().map_or(text.len(), |&(j, _)| j);
         }
-        words.push(Word {
-            value,
-            start,
-            end,
-            closing_quote,
-        });
+        words.push(Word { value, start, end, closing_quote });
     }
     Ok(words)
 }
@@ -110,14 +105,8 @@ pub fn split(text: &str) -> Result<Vec<Word>, String> {
 /// `s` as one shell word: unchanged when it needs no quoting, else in single quotes (a `'`
 /// inside becomes `'\''`).
 pub fn quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_=./:,+@%".contains(c));
-    if plain {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
+    let plain = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_=./:,+@%".contains(c));
+    if plain { s.to_owned() } else { format!("'{}'", s.replace('\'', r"'\''")) }
 }
 
 fn is_blank(c: char) -> bool {
@@ -174,11 +163,7 @@ mod tests {
 
     #[test]
     fn unterminated_quotes_fail() {
-        assert!(
-            split("-ldflags='-s")
-                .unwrap_err()
-                .contains("unterminated '")
-        );
+        assert!(split("-ldflags='-s").unwrap_err().contains("unterminated '"));
         assert!(split("\"abc").unwrap_err().contains("unterminated \""));
     }
 

@@ -26,14 +26,7 @@ use crate::program::{head, parse_shebang};
 use crate::{Diagnostic, Fix, Severity};
 
 /// Directories whose executables SIP protects.
-pub const PROTECTED_PREFIXES: [&str; 6] = [
-    "/usr/bin",
-    "/bin",
-    "/sbin",
-    "/usr/sbin",
-    "/usr/libexec",
-    "/System",
-];
+pub const PROTECTED_PREFIXES: [&str; 6] = ["/usr/bin", "/bin", "/sbin", "/usr/sbin", "/usr/libexec", "/System"];
 
 /// One copy to make before the launch starts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -54,10 +47,7 @@ impl Default for SipTools {
     fn default() -> Self {
         let cmd = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect();
         SipTools {
-            commands: vec![
-                cmd(&["codesign", "--remove-signature"]),
-                cmd(&["codesign", "--force", "--sign", "-"]),
-            ],
+            commands: vec![cmd(&["codesign", "--remove-signature"]), cmd(&["codesign", "--force", "--sign", "-"])],
         }
     }
 }
@@ -86,19 +76,12 @@ pub fn copy_path(facts: &Facts, cache: &Path, source: &Path) -> PathBuf {
     {
         h.write(&b);
     }
-    let name = source
-        .file_name()
-        .map_or_else(|| "program".into(), |n| n.to_owned());
+    let name = source.file_name().map_or_else(|| "program".into(), |n| n.to_owned());
     cache.join(format!("{:016x}", h.0)).join(name)
 }
 
 /// The SIP check (macOS): patches `patched` to run unprotected copies and returns them.
-pub fn check(
-    exec: &Exec,
-    cx: &Cx,
-    patched: &mut Map<String, Value>,
-    out: &mut Vec<Diagnostic>,
-) -> Vec<SipCopy> {
+pub fn check(exec: &Exec, cx: &Cx, patched: &mut Map<String, Value>, out: &mut Vec<Diagnostic>) -> Vec<SipCopy> {
     let facts = cx.facts;
     let Some(path) = exec.path.clone() else {
         return Vec::new();
@@ -136,18 +119,8 @@ pub fn check(
                 let Some(r) = interp_reason else {
                     return Vec::new();
                 };
-                let args = sb
-                    .arg
-                    .iter()
-                    .flat_map(|a| a.split_whitespace())
-                    .map(str::to_owned)
-                    .collect();
-                (
-                    interp,
-                    args,
-                    format!("its interpreter {}: {r}", sb.interpreter),
-                    Some(path),
-                )
+                let args = sb.arg.iter().flat_map(|a| a.split_whitespace()).map(str::to_owned).collect();
+                (interp, args, format!("its interpreter {}: {r}", sb.interpreter), Some(path))
             }
         }
         None => match protection(facts, &path) {
@@ -174,12 +147,10 @@ pub fn check(
         (false, _) => PathBuf::new(),
         (true, Some(c)) => c,
         (true, None) => {
-            out.push(
-                Diagnostic::new("macos-sip", Severity::Error, message).with_fix(Fix::manual(
-                    "tether cannot copy it: the home directory is unknown (set HOME for the daemon)",
-                    None,
-                )),
-            );
+            out.push(Diagnostic::new("macos-sip", Severity::Error, message).with_fix(Fix::manual(
+                "tether cannot copy it: the home directory is unknown (set HOME for the daemon)",
+                None,
+            )));
             return Vec::new();
         }
     };
@@ -187,10 +158,7 @@ pub fn check(
     let mut copies = Vec::new();
     let target = if needs_copy {
         let dest = copy_path(facts, &cache, &runner);
-        copies.push(SipCopy {
-            source: runner.clone(),
-            dest: dest.clone(),
-        });
+        copies.push(SipCopy { source: runner.clone(), dest: dest.clone() });
         dest
     } else {
         runner.clone()
@@ -203,17 +171,9 @@ pub fn check(
             patched.insert(exec.field.into(), target_value);
         }
     }
-    let mut change = format!(
-        "the launch's `{}` now runs {}",
-        exec.field,
-        target.display()
-    );
+    let mut change = format!("the launch's `{}` now runs {}", exec.field, target.display());
     if needs_copy {
-        change.push_str(&format!(
-            " (a copy of {} without its signature, in {})",
-            runner.display(),
-            cache.display()
-        ));
+        change.push_str(&format!(" (a copy of {} without its signature, in {})", runner.display(), cache.display()));
     }
     if let (Some(script), Some(args_field)) = (&script, exec.args_field) {
         let mut prefix = runner_args;
@@ -229,8 +189,7 @@ pub fn check(
 fn prepend_args(patched: &mut Map<String, Value>, field: &str, prefix: &[String]) {
     let new = match patched.get(field) {
         Some(Value::String(s)) => {
-            let mut words: Vec<String> =
-                prefix.iter().map(|w| crate::shellwords::quote(w)).collect();
+            let mut words: Vec<String> = prefix.iter().map(|w| crate::shellwords::quote(w)).collect();
             if !s.trim().is_empty() {
                 words.push(s.clone());
             }
@@ -254,22 +213,13 @@ pub fn apply_sip_plan(copies: &[SipCopy], tools: &SipTools) -> Result<(), String
         if c.dest.exists() {
             continue;
         }
-        let dir = c
-            .dest
-            .parent()
-            .ok_or_else(|| format!("{}: no parent directory", c.dest.display()))?;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let dir = c.dest.parent().ok_or_else(|| format!("{}: no parent directory", c.dest.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         set_mode(dir, 0o700)?;
-        let name = c
-            .dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = c.dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let result = make_copy(&c.source, &tmp, tools).and_then(|()| {
-            std::fs::rename(&tmp, &c.dest)
-                .map_err(|e| format!("cannot move the copy into {}: {e}", c.dest.display()))
+            std::fs::rename(&tmp, &c.dest).map_err(|e| format!("cannot move the copy into {}: {e}", c.dest.display()))
         });
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
@@ -284,11 +234,8 @@ fn make_copy(source: &Path, tmp: &Path, tools: &SipTools) -> Result<(), String> 
     set_mode(tmp, 0o755)?;
     for cmd in &tools.commands {
         let (prog, args) = cmd.split_first().ok_or("an empty SIP tool command")?;
-        let output = Command::new(prog)
-            .args(args)
-            .arg(tmp)
-            .output()
-            .map_err(|e| format!("cannot run `{prog}`: {e}"))?;
+        let output =
+            Command::new(prog).args(args).arg(tmp).output().map_err(|e| format!("cannot run `{prog}`: {e}"))?;
         if !output.status.success() {
             return Err(format!(
                 "`{}` failed on the copy of {} ({}): {}",
@@ -346,8 +293,7 @@ mod tests {
         let mut f = Facts::new(Os::Macos, Arc::new(host));
         f.workspace_folder = "/ws".into();
         f.home = Some("/Users/u".into());
-        f.daemon_env
-            .insert("PATH".into(), "/opt/homebrew/bin:/usr/bin:/bin".into());
+        f.daemon_env.insert("PATH".into(), "/opt/homebrew/bin:/usr/bin:/bin".into());
         f
     }
 
@@ -366,10 +312,7 @@ mod tests {
             .exe("/opt/hardened", hardened())
             .exe("/opt/restricted", thin(ARM64, Some(CS_RESTRICT), None))
             .exe("/opt/plain", thin(ARM64, Some(0x2), None))
-            .exe(
-                "/opt/fat",
-                fat(&[thin(X86_64, None, None), hardened()], false),
-            ));
+            .exe("/opt/fat", fat(&[thin(X86_64, None, None), hardened()], false)));
         for (p, want) in [
             ("/usr/bin/true", Some("under /usr/bin")),
             ("/System/Library/x", Some("under /System")),
@@ -383,10 +326,7 @@ mod tests {
         ] {
             let got = protection(&f, Path::new(p));
             match want {
-                Some(w) => assert!(
-                    got.as_deref().is_some_and(|g| g.contains(w)),
-                    "{p}: {got:?}"
-                ),
+                Some(w) => assert!(got.as_deref().is_some_and(|g| g.contains(w)), "{p}: {got:?}"),
                 None => assert_eq!(got, None, "{p}"),
             }
         }
@@ -395,8 +335,7 @@ mod tests {
     #[test]
     fn a_protected_program_is_replaced_by_a_copy() {
         let f = mac(MemHost::new().exe("/opt/app", hardened()));
-        let launch =
-            json!({"type": "lldb", "request": "launch", "program": "/opt/app", "args": ["-v"]});
+        let launch = json!({"type": "lldb", "request": "launch", "program": "/opt/app", "args": ["-v"]});
         let p = check_launch(&launch, &f);
         let d = sip(&p).unwrap();
         assert_eq!(d.severity, Severity::Info);
@@ -427,18 +366,10 @@ mod tests {
 
     #[test]
     fn the_default_node_runtime_is_copied_when_hardened() {
-        let f = mac(MemHost::new()
-            .exe("/opt/homebrew/bin/node", hardened())
-            .exe("/ws/a.js", "x"));
-        let p = check_launch(
-            &json!({"type": "node", "request": "launch", "program": "/ws/a.js"}),
-            &f,
-        );
+        let f = mac(MemHost::new().exe("/opt/homebrew/bin/node", hardened()).exe("/ws/a.js", "x"));
+        let p = check_launch(&json!({"type": "node", "request": "launch", "program": "/ws/a.js"}), &f);
         assert_eq!(p.sip_copies[0].source, Path::new("/opt/homebrew/bin/node"));
-        assert_eq!(
-            p.launch["runtimeExecutable"],
-            json!(p.sip_copies[0].dest.display().to_string())
-        );
+        assert_eq!(p.launch["runtimeExecutable"], json!(p.sip_copies[0].dest.display().to_string()));
         assert_eq!(p.launch["program"], "/ws/a.js");
     }
 
@@ -447,19 +378,14 @@ mod tests {
         // npm is `#!/usr/bin/env node`: /usr/bin/env is protected, node is not.
         let f = mac(MemHost::new()
             .exe("/usr/bin/env", thin(ARM64, Some(CS_RESTRICT), None))
-            .exe(
-                "/opt/homebrew/bin/npm",
-                "#!/usr/bin/env node\nrequire('npm')\n",
-            )
+            .exe("/opt/homebrew/bin/npm", "#!/usr/bin/env node\nrequire('npm')\n")
             .exe("/opt/homebrew/bin/node", thin(ARM64, Some(0x2), None)));
-        let launch = json!({"type": "node", "request": "launch", "runtimeExecutable": "npm", "runtimeArgs": ["run", "dev"]});
+        let launch =
+            json!({"type": "node", "request": "launch", "runtimeExecutable": "npm", "runtimeArgs": ["run", "dev"]});
         let p = check_launch(&launch, &f);
         assert!(p.sip_copies.is_empty(), "node itself needs no copy");
         assert_eq!(p.launch["runtimeExecutable"], "/opt/homebrew/bin/node");
-        assert_eq!(
-            p.launch["runtimeArgs"],
-            json!(["/opt/homebrew/bin/npm", "run", "dev"])
-        );
+        assert_eq!(p.launch["runtimeArgs"], json!(["/opt/homebrew/bin/npm", "run", "dev"]));
         let d = sip(&p).unwrap();
         assert!(d.message.contains("#!/usr/bin/env"), "{}", d.message);
     }
@@ -469,20 +395,15 @@ mod tests {
         let f = mac(MemHost::new()
             .exe("/bin/bash", thin(ARM64, Some(CS_RESTRICT), None))
             .exe("/ws/run.sh", "#!/bin/bash -e -u\nexec ./app\n"));
-        let launch =
-            json!({"type": "lldb", "request": "launch", "program": "/ws/run.sh", "args": ["x"]});
+        let launch = json!({"type": "lldb", "request": "launch", "program": "/ws/run.sh", "args": ["x"]});
         let p = check_launch(&launch, &f);
         assert_eq!(p.sip_copies[0].source, Path::new("/bin/bash"));
-        assert_eq!(
-            p.launch["program"],
-            json!(p.sip_copies[0].dest.display().to_string())
-        );
+        assert_eq!(p.launch["program"], json!(p.sip_copies[0].dest.display().to_string()));
         assert_eq!(p.launch["args"], json!(["-e", "-u", "/ws/run.sh", "x"]));
         // A string `args` (node allows it) gets quoted words in front.
-        let f = mac(MemHost::new()
-            .exe("/bin/sh", thin(ARM64, None, None))
-            .exe("/ws/my tool", "#!/bin/sh\n"));
-        let launch = json!({"type": "node", "request": "launch", "runtimeExecutable": "/ws/my tool", "runtimeArgs": "--x"});
+        let f = mac(MemHost::new().exe("/bin/sh", thin(ARM64, None, None)).exe("/ws/my tool", "#!/bin/sh\n"));
+        let launch =
+            json!({"type": "node", "request": "launch", "runtimeExecutable": "/ws/my tool", "runtimeArgs": "--x"});
         let p = check_launch(&launch, &f);
         assert_eq!(p.launch["runtimeArgs"], "'/ws/my tool' --x");
     }
@@ -491,10 +412,7 @@ mod tests {
     fn a_script_where_no_arguments_can_be_passed_is_spelled_out() {
         let f = mac(MemHost::new()
             .exe("/bin/bash", thin(ARM64, None, None))
-            .exe(
-                "/Users/u/.pyenv/shims/python",
-                "#!/bin/bash\nexec pyenv ...\n",
-            ));
+            .exe("/Users/u/.pyenv/shims/python", "#!/bin/bash\nexec pyenv ...\n"));
         let launch = json!({"type": "python", "request": "launch", "python": "/Users/u/.pyenv/shims/python", "program": "/ws/a.py"});
         let p = check_launch(&launch, &f);
         let d = sip(&p).unwrap();
@@ -505,9 +423,8 @@ mod tests {
 
     #[test]
     fn copies_are_named_by_content() {
-        let f = mac(MemHost::new()
-            .exe("/opt/a/app", hardened())
-            .exe("/opt/b/app", thin(X86_64, Some(CS_RUNTIME), None)));
+        let f =
+            mac(MemHost::new().exe("/opt/a/app", hardened()).exe("/opt/b/app", thin(X86_64, Some(CS_RUNTIME), None)));
         let cache = Path::new(CACHE);
         let a1 = copy_path(&f, cache, Path::new("/opt/a/app"));
         let a2 = copy_path(&f, cache, Path::new("/opt/a/app"));
@@ -522,10 +439,7 @@ mod tests {
     fn no_home_no_copy() {
         let mut f = mac(MemHost::new().exe("/opt/app", hardened()));
         f.home = None;
-        let p = check_launch(
-            &json!({"type": "lldb", "request": "launch", "program": "/opt/app"}),
-            &f,
-        );
+        let p = check_launch(&json!({"type": "lldb", "request": "launch", "program": "/opt/app"}), &f);
         assert_eq!(sip(&p).unwrap().severity, Severity::Error);
         assert!(p.sip_copies.is_empty());
         assert_eq!(p.launch["program"], "/opt/app");
@@ -543,10 +457,7 @@ mod tests {
     #[test]
     fn elf_programs_on_macos_are_not_mach_o() {
         let f = mac(MemHost::new().exe("/opt/app", elf::dynamic()));
-        let p = check_launch(
-            &json!({"type": "lldb", "request": "launch", "program": "/opt/app"}),
-            &f,
-        );
+        let p = check_launch(&json!({"type": "lldb", "request": "launch", "program": "/opt/app"}), &f);
         assert!(sip(&p).is_none());
     }
 
@@ -555,8 +466,7 @@ mod tests {
     struct TempDir(PathBuf);
     impl TempDir {
         fn new(tag: &str) -> TempDir {
-            let p =
-                std::env::temp_dir().join(format!("tether-doctor-{tag}-{}", std::process::id()));
+            let p = std::env::temp_dir().join(format!("tether-doctor-{tag}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&p);
             std::fs::create_dir_all(&p).unwrap();
             TempDir(p)
@@ -574,7 +484,10 @@ mod tests {
         let log = dir.join("log");
         std::fs::write(
             &script,
-            format!("#!/bin/sh\necho \"$@\" >> '{}'\nfor f; do :; done\nprintf '{mark}' >> \"$f\"\nexit {exit}\n", log.display()),
+            format!(
+                "#!/bin/sh\necho \"$@\" >> '{}'\nfor f; do :; done\nprintf '{mark}' >> \"$f\"\nexit {exit}\n",
+                log.display()
+            ),
         )
         .unwrap();
         set_mode(&script, 0o755).unwrap();
@@ -588,58 +501,28 @@ mod tests {
         std::fs::write(&source, b"MACHO").unwrap();
         set_mode(&source, 0o555).unwrap();
         let dest = t.0.join("cache/0123456789abcdef/python3");
-        let tools = SipTools {
-            commands: vec![fake_codesign(&t.0, "R", 0), fake_codesign(&t.0, "S", 0)],
-        };
-        let plan = [SipCopy {
-            source: source.clone(),
-            dest: dest.clone(),
-        }];
+        let tools = SipTools { commands: vec![fake_codesign(&t.0, "R", 0), fake_codesign(&t.0, "S", 0)] };
+        let plan = [SipCopy { source: source.clone(), dest: dest.clone() }];
 
         apply_sip_plan(&plan, &tools).unwrap();
-        assert_eq!(
-            std::fs::read(&dest).unwrap(),
-            b"MACHORS",
-            "both tools ran, in order"
-        );
-        assert_eq!(
-            std::fs::read(&source).unwrap(),
-            b"MACHO",
-            "the original is untouched"
-        );
+        assert_eq!(std::fs::read(&dest).unwrap(), b"MACHORS", "both tools ran, in order");
+        assert_eq!(std::fs::read(&source).unwrap(), b"MACHO", "the original is untouched");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o755);
-            let dir_mode = std::fs::metadata(dest.parent().unwrap())
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777;
+            let dir_mode = std::fs::metadata(dest.parent().unwrap()).unwrap().permissions().mode() & 0o777;
             assert_eq!(dir_mode, 0o700);
         }
         let log = std::fs::read_to_string(t.0.join("log")).unwrap();
         assert_eq!(log.lines().count(), 2);
-        assert!(
-            log.lines().all(|l| l.starts_with("--remove-signature ")),
-            "{log}"
-        );
+        assert!(log.lines().all(|l| l.starts_with("--remove-signature ")), "{log}");
 
         // Again: the copy is there, nothing runs.
         apply_sip_plan(&plan, &tools).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(t.0.join("log"))
-                .unwrap()
-                .lines()
-                .count(),
-            2
-        );
-        assert_eq!(
-            std::fs::read_dir(dest.parent().unwrap()).unwrap().count(),
-            1,
-            "no temporary file left"
-        );
+        assert_eq!(std::fs::read_to_string(t.0.join("log")).unwrap().lines().count(), 2);
+        assert_eq!(std::fs::read_dir(dest.parent().unwrap()).unwrap().count(), 1, "no temporary file left");
     }
 
     #[test]
@@ -648,29 +531,14 @@ mod tests {
         let source = t.0.join("bash");
         std::fs::write(&source, b"MACHO").unwrap();
         let dest = t.0.join("cache/h/bash");
-        let tools = SipTools {
-            commands: vec![fake_codesign(&t.0, "R", 3)],
-        };
-        let err = apply_sip_plan(
-            &[SipCopy {
-                source,
-                dest: dest.clone(),
-            }],
-            &tools,
-        )
-        .unwrap_err();
+        let tools = SipTools { commands: vec![fake_codesign(&t.0, "R", 3)] };
+        let err = apply_sip_plan(&[SipCopy { source, dest: dest.clone() }], &tools).unwrap_err();
         assert!(err.contains("failed"), "{err}");
         assert!(!dest.exists());
-        assert_eq!(
-            std::fs::read_dir(dest.parent().unwrap()).unwrap().count(),
-            0
-        );
+        assert_eq!(std::fs::read_dir(dest.parent().unwrap()).unwrap().count(), 0);
 
         let missing = apply_sip_plan(
-            &[SipCopy {
-                source: t.0.join("nope"),
-                dest: t.0.join("cache/x/nope"),
-            }],
+            &[SipCopy { source: t.0.join("nope"), dest: t.0.join("cache/x/nope") }],
             &SipTools::default(),
         )
         .unwrap_err();

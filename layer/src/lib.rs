@@ -15,11 +15,9 @@ use tether_bootstrap::Outcome;
 static INIT: extern "C" fn() = init;
 
 extern "C" fn init() {
-    let (Ok(socket), Ok(session), Ok(token)) = (
-        std::env::var("TETHER_SOCKET"),
-        std::env::var("TETHER_SESSION"),
-        std::env::var("TETHER_SESSION_TOKEN"),
-    ) else {
+    let (Ok(socket), Ok(session), Ok(token)) =
+        (std::env::var("TETHER_SOCKET"), std::env::var("TETHER_SESSION"), std::env::var("TETHER_SESSION_TOKEN"))
+    else {
         return; // not launched by tether
     };
     match tether_bootstrap::attach(&socket, &session, &token) {

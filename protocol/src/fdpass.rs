@@ -129,14 +129,38 @@ pub struct IncomingStats {
 /// The same accounting in the gRPC form (`Subscribe`'s stats events), both ways.
 impl From<IncomingStats> for crate::agent::IncomingStats {
     fn from(s: IncomingStats) -> Self {
-        let IncomingStats { connections, passed_through, requests_matched, requests_passed, bytes_in, bytes_out, dropped } = s;
-        crate::agent::IncomingStats { connections, passed_through, requests_matched, requests_passed, bytes_in, bytes_out, dropped }
+        let IncomingStats {
+            connections,
+            passed_through,
+            requests_matched,
+            requests_passed,
+            bytes_in,
+            bytes_out,
+            dropped,
+        } = s;
+        crate::agent::IncomingStats {
+            connections,
+            passed_through,
+            requests_matched,
+            requests_passed,
+            bytes_in,
+            bytes_out,
+            dropped,
+        }
     }
 }
 
 impl From<crate::agent::IncomingStats> for IncomingStats {
     fn from(s: crate::agent::IncomingStats) -> Self {
-        let crate::agent::IncomingStats { connections, passed_through, requests_matched, requests_passed, bytes_in, bytes_out, dropped } = s;
+        let crate::agent::IncomingStats {
+            connections,
+            passed_through,
+            requests_matched,
+            requests_passed,
+            bytes_in,
+            bytes_out,
+            dropped,
+        } = s;
         IncomingStats { connections, passed_through, requests_matched, requests_passed, bytes_in, bytes_out, dropped }
     }
 }
@@ -205,9 +229,7 @@ pub fn try_send_line(sock: &impl AsRawFd, line: &str, fd: Option<RawFd>) -> io::
     let mut sent = send_once(sock, &mut buf, fd, libc::MSG_DONTWAIT)?;
     while sent < buf.len() {
         let rest = &buf[sent..];
-        let n = unsafe {
-            libc::send(sock.as_raw_fd(), rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL)
-        };
+        let n = unsafe { libc::send(sock.as_raw_fd(), rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL) };
         if n > 0 {
             sent += n as usize;
             continue;
@@ -390,10 +412,7 @@ mod tests {
         };
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         let f = std::fs::File::open("/dev/null").unwrap();
-        assert_eq!(
-            try_send_line(&a, "y", Some(f.as_raw_fd())).unwrap_err().kind(),
-            io::ErrorKind::WouldBlock
-        );
+        assert_eq!(try_send_line(&a, "y", Some(f.as_raw_fd())).unwrap_err().kind(), io::ErrorKind::WouldBlock);
         b.set_nonblocking(true).unwrap();
         let mut got = 0;
         while let Ok((lines, _)) = recv_lines(&b) {

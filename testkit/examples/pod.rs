@@ -30,10 +30,7 @@ fn main() -> anyhow::Result<()> {
         // SAFETY: the handler only stores to an atomic.
         unsafe { libc::signal(sig, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t) };
     }
-    let pod = PodSpec::new(&name)
-        .env("POD_GREETING", GREETING)
-        .file("/app/message.txt", MESSAGE)
-        .start()?;
+    let pod = PodSpec::new(&name).env("POD_GREETING", GREETING).file("/app/message.txt", MESSAGE).start()?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready pid={} netns={} root={}", pod.pid, pod.netns, pod.root.display())?;
     out.flush()?;

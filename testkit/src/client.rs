@@ -38,32 +38,12 @@ impl Pod {
     /// A client namespace linked to this pod (one per pod: the link addresses are fixed).
     pub fn client_netns(&self) -> Result<ClientNetns> {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!(
-            "{POD_PREFIX}{}-client-{}-{n}",
-            self.name,
-            std::process::id()
-        );
+        let name = format!("{POD_PREFIX}{}-client-{}-{n}", self.name, std::process::id());
         netns::ip(&["netns", "add", &name])?;
-        let client = ClientNetns {
-            name: name.clone(),
-            ip: CLIENT_IP,
-        };
+        let client = ClientNetns { name: name.clone(), ip: CLIENT_IP };
         let pod_if = format!("tcli{n}");
-        netns::ip(&[
-            "-n",
-            &name,
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &pod_if,
-            "netns",
-            &self.netns,
-        ])
-        .context("creating the veth pair between the client and the pod")?;
+        netns::ip(&["-n", &name, "link", "add", "eth0", "type", "veth", "peer", "name", &pod_if, "netns", &self.netns])
+            .context("creating the veth pair between the client and the pod")?;
         netns::ip_batch(
             &name,
             &[
@@ -75,10 +55,7 @@ impl Pod {
         )?;
         netns::ip_batch(
             &self.netns,
-            &[
-                format!("addr add {POD_LINK_IP}/24 dev {pod_if}"),
-                format!("link set {pod_if} up"),
-            ],
+            &[format!("addr add {POD_LINK_IP}/24 dev {pod_if}"), format!("link set {pod_if} up")],
         )?;
         Ok(client)
     }
@@ -98,11 +75,7 @@ impl ClientNetns {
     pub fn exec<'c>(&self, cmd: &'c mut Command) -> Result<&'c mut Command> {
         let fd = std::sync::Arc::new(netns::open_ns(&self.path())?);
         // SAFETY: setns is async-signal-safe; the Arc keeps the descriptor open.
-        Ok(
-            unsafe {
-                cmd.pre_exec(move || netns::setns_net(std::os::fd::AsRawFd::as_raw_fd(&*fd)))
-            },
-        )
+        Ok(unsafe { cmd.pre_exec(move || netns::setns_net(std::os::fd::AsRawFd::as_raw_fd(&*fd))) })
     }
 }
 

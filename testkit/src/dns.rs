@@ -111,9 +111,7 @@ pub fn respond(query: &[u8]) -> Option<Vec<u8>> {
     let question = &query[12..pos + 4];
     let (rcode, answer) = match lookup(&name) {
         None => (RCODE_NXDOMAIN, None),
-        Some(ip) if (qtype == TYPE_A || qtype == TYPE_ANY) && qclass == CLASS_IN => {
-            (RCODE_NOERROR, Some(ip))
-        }
+        Some(ip) if (qtype == TYPE_A || qtype == TYPE_ANY) && qclass == CLASS_IN => (RCODE_NOERROR, Some(ip)),
         Some(_) => (RCODE_NOERROR, None),
     };
     let mut resp = header(id, flags, rcode, 1, answer.is_some() as u16);
@@ -135,11 +133,7 @@ pub fn build_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
     for v in [id, 0x0100, 1, 0, 0, 0] {
         q.extend_from_slice(&v.to_be_bytes());
     }
-    for label in name
-        .trim_end_matches('.')
-        .split('.')
-        .filter(|l| !l.is_empty())
-    {
+    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
         q.push(label.len() as u8);
         q.extend_from_slice(label.as_bytes());
     }
@@ -192,13 +186,7 @@ pub fn parse_response(msg: &[u8]) -> Option<Response> {
         }
         pos += 10 + rdlen;
     }
-    Some(Response {
-        id,
-        flags,
-        rcode: (flags & 0xF) as u8,
-        question,
-        a,
-    })
+    Some(Response { id, flags, rcode: (flags & 0xF) as u8, question, a })
 }
 
 #[cfg(test)]
@@ -219,10 +207,7 @@ mod tests {
         assert_eq!(lookup(".svc.cluster.local"), None);
         assert_eq!(lookup("nosuch.example.com.default.svc.cluster.local"), None);
         // search-list expansion of an already qualified name
-        assert_eq!(
-            lookup("echo.svc.cluster.local.default.svc.cluster.local"),
-            None
-        );
+        assert_eq!(lookup("echo.svc.cluster.local.default.svc.cluster.local"), None);
     }
 
     #[test]
@@ -251,9 +236,7 @@ mod tests {
 
     #[test]
     fn aaaa_is_empty_noerror_and_unknown_is_nxdomain() {
-        let p =
-            parse_response(&respond(&build_query(2, "web.svc.cluster.local", TYPE_AAAA)).unwrap())
-                .unwrap();
+        let p = parse_response(&respond(&build_query(2, "web.svc.cluster.local", TYPE_AAAA)).unwrap()).unwrap();
         assert_eq!((p.rcode, p.a.len()), (RCODE_NOERROR, 0));
         let p = parse_response(&respond(&build_query(3, "example.com", TYPE_A)).unwrap()).unwrap();
         assert_eq!((p.rcode, p.a.len()), (RCODE_NXDOMAIN, 0));

@@ -32,10 +32,7 @@ mod tests {
     fn own_test_binary_is_dynamic() {
         let exe = std::env::current_exe().unwrap();
         let interp = interpreter(&exe).unwrap();
-        assert!(
-            interp.as_deref().unwrap_or("").contains("ld-linux"),
-            "{interp:?}"
-        );
+        assert!(interp.as_deref().unwrap_or("").contains("ld-linux"), "{interp:?}");
         assert!(!is_static(&exe));
     }
 

@@ -44,7 +44,4 @@ mod services;
 
 pub use client::{CLIENT_IP, ClientNetns, POD_LINK_IP};
 pub use netns::{cleanup_stale_pods, command_in_netns, netns_exists, run_in_netns_path};
-pub use pod::{
-    DNS_ADDR, DNS_IP, ECHO_ADDR, ECHO_IP, HTTP_ADDR, HTTP_IP, POD_IP, Pod, PodSpec, SINK_ADDR,
-    SINK_IP,
-};
+pub use pod::{DNS_ADDR, DNS_IP, ECHO_ADDR, ECHO_IP, HTTP_ADDR, HTTP_IP, POD_IP, Pod, PodSpec, SINK_ADDR, SINK_IP};

@@ -52,9 +52,7 @@ pub(crate) fn setns_net(fd: RawFd) -> io::Result<()> {
 pub fn command_in_netns<'c>(cmd: &'c mut Command, path: &Path) -> Result<&'c mut Command> {
     let ns = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     // SAFETY: setns is async-signal-safe; the closure owns the descriptor.
-    Ok(unsafe {
-        std::os::unix::process::CommandExt::pre_exec(cmd, move || setns_net(ns.as_raw_fd()))
-    })
+    Ok(unsafe { std::os::unix::process::CommandExt::pre_exec(cmd, move || setns_net(ns.as_raw_fd())) })
 }
 
 /// Runs `f` on a fresh thread that has entered the network namespace `fd` (namespaces are
@@ -82,17 +80,9 @@ pub fn run_in_netns_path<T: Send, F: FnOnce() -> T + Send>(path: &Path, f: F) ->
 
 /// Runs `ip ARGS...`; the error carries ip's stderr.
 pub(crate) fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .context("running `ip` (iproute2)")?;
+    let out = Command::new("ip").args(args).stdin(Stdio::null()).output().context("running `ip` (iproute2)")?;
     if !out.status.success() {
-        bail!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("`ip {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }

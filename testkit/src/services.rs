@@ -81,35 +81,17 @@ impl Services {
             Ok(())
         };
         let c = ctx.clone();
-        spawn(
-            "http",
-            Box::new(move || accept_loop(s.http, c, "http", http_conn)),
-        )?;
+        spawn("http", Box::new(move || accept_loop(s.http, c, "http", http_conn)))?;
         let c = ctx.clone();
-        spawn(
-            "dns-tcp",
-            Box::new(move || accept_loop(s.dns_tcp, c, "dns", dns_tcp_conn)),
-        )?;
+        spawn("dns-tcp", Box::new(move || accept_loop(s.dns_tcp, c, "dns", dns_tcp_conn)))?;
         let c = ctx.clone();
-        spawn(
-            "echo",
-            Box::new(move || accept_loop(s.echo_tcp, c, "echo", echo_conn)),
-        )?;
+        spawn("echo", Box::new(move || accept_loop(s.echo_tcp, c, "echo", echo_conn)))?;
         let c = ctx.clone();
-        spawn(
-            "sink",
-            Box::new(move || accept_loop(s.sink, c, "sink", sink_conn)),
-        )?;
+        spawn("sink", Box::new(move || accept_loop(s.sink, c, "sink", sink_conn)))?;
         let c = ctx.clone();
-        spawn(
-            "dns-udp",
-            Box::new(move || udp_loop(s.dns_udp, c, dns_datagram)),
-        )?;
+        spawn("dns-udp", Box::new(move || udp_loop(s.dns_udp, c, dns_datagram)))?;
         let c = ctx.clone();
-        spawn(
-            "echo-udp",
-            Box::new(move || udp_loop(s.echo_udp, c, echo_datagram)),
-        )?;
+        spawn("echo-udp", Box::new(move || udp_loop(s.echo_udp, c, echo_datagram)))?;
         Ok(Services { ctx, threads })
     }
 
@@ -128,8 +110,7 @@ impl Services {
             let _ = h.join();
         }
         // Listeners are gone, so no new connection threads appear.
-        let conns: Vec<_> =
-            std::mem::take(&mut *self.ctx.conns.lock().unwrap_or_else(|e| e.into_inner()));
+        let conns: Vec<_> = std::mem::take(&mut *self.ctx.conns.lock().unwrap_or_else(|e| e.into_inner()));
         for h in conns {
             let _ = h.join();
         }
@@ -143,11 +124,7 @@ impl Drop for Services {
 }
 
 fn poll_in(fd: i32, timeout: Duration) {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
     // SAFETY: one valid pollfd.
     unsafe { libc::poll(&mut p, 1, timeout.as_millis() as i32) };
 }
@@ -200,10 +177,7 @@ fn stopped(ctx: &Ctx) -> io::Error {
 }
 
 fn transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-    )
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted)
 }
 
 /// `read` that survives the periodic timeouts and gives up when the pod stops.
@@ -253,10 +227,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// HTTP/1.x: every request gets `200 text/plain` naming the pod and the client's address.
 fn http_conn(mut s: TcpStream, ctx: &Ctx) {
-    let peer = s
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
+    let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -266,7 +237,11 @@ fn http_conn(mut s: TcpStream, ctx: &Ctx) {
                 break i + 4;
             }
             if buf.len() > 64 * 1024 {
-                let _ = write_all(&mut s, b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", ctx);
+                let _ = write_all(
+                    &mut s,
+                    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    ctx,
+                );
                 return;
             }
             match read_some(&mut s, &mut chunk, ctx) {
@@ -307,11 +282,8 @@ fn http_conn(mut s: TcpStream, ctx: &Ctx) {
             }
         }
         ctx.counters.http.fetch_add(1, Ordering::Relaxed);
-        let keep_alive = if version == "HTTP/1.1" {
-            !connection.contains("close")
-        } else {
-            connection.contains("keep-alive")
-        };
+        let keep_alive =
+            if version == "HTTP/1.1" { !connection.contains("close") } else { connection.contains("keep-alive") };
         let body = format!("hello from pod {}; you are {}\n", ctx.pod, peer);
         let mut resp = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Tether-Pod: {}\r\nConnection: {}\r\n\r\n",

@@ -30,17 +30,9 @@ fn target_process_has_the_pods_root_env_and_netns() {
         .unwrap();
     let proc_ = format!("/proc/{}", pod.pid);
 
-    assert!(
-        pod.netns
-            .starts_with(&format!("tether-pod-basics-{}-", std::process::id())),
-        "{}",
-        pod.netns
-    );
+    assert!(pod.netns.starts_with(&format!("tether-pod-basics-{}-", std::process::id())), "{}", pod.netns);
     assert!(netns_list().contains(&pod.netns));
-    assert_eq!(
-        std::fs::read_link(format!("{proc_}/root")).unwrap(),
-        pod.root
-    );
+    assert_eq!(std::fs::read_link(format!("{proc_}/root")).unwrap(), pod.root);
 
     let resolv = std::fs::read_to_string(format!("{proc_}/root/etc/resolv.conf")).unwrap();
     assert_eq!(
@@ -48,32 +40,15 @@ fn target_process_has_the_pods_root_env_and_netns() {
         "nameserver 198.18.0.53\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
     );
     let hosts = std::fs::read_to_string(format!("{proc_}/root/etc/hosts")).unwrap();
-    assert_eq!(
-        hosts,
-        "127.0.0.1 localhost\n198.18.0.2 basics\n198.18.0.77 db\n"
-    );
-    assert_eq!(
-        std::fs::read_to_string(format!("{proc_}/root/etc/hostname")).unwrap(),
-        "basics\n"
-    );
-    assert_eq!(
-        std::fs::read_to_string(format!("{proc_}/root/app/config.txt")).unwrap(),
-        "cfg-v1\n"
-    );
-    assert!(tether_testkit::elf::is_static(format!(
-        "{proc_}/root/bin/busybox"
-    )));
+    assert_eq!(hosts, "127.0.0.1 localhost\n198.18.0.2 basics\n198.18.0.77 db\n");
+    assert_eq!(std::fs::read_to_string(format!("{proc_}/root/etc/hostname")).unwrap(), "basics\n");
+    assert_eq!(std::fs::read_to_string(format!("{proc_}/root/app/config.txt")).unwrap(), "cfg-v1\n");
+    assert!(tether_testkit::elf::is_static(format!("{proc_}/root/bin/busybox")));
 
     let environ = std::fs::read(format!("{proc_}/environ")).unwrap();
-    let mut vars: Vec<&[u8]> = environ
-        .split(|&b| b == 0)
-        .filter(|v| !v.is_empty())
-        .collect();
+    let mut vars: Vec<&[u8]> = environ.split(|&b| b == 0).filter(|v| !v.is_empty()).collect();
     vars.sort();
-    assert_eq!(
-        vars,
-        vec![&b"EMPTY="[..], b"GREETING=hi there", b"PATH=/bin"]
-    );
+    assert_eq!(vars, vec![&b"EMPTY="[..], b"GREETING=hi there", b"PATH=/bin"]);
 
     let cmdline = std::fs::read(format!("{proc_}/cmdline")).unwrap();
     assert_eq!(cmdline, b"/bin/busybox\x00sleep\x00100000\x00");
@@ -82,29 +57,15 @@ fn target_process_has_the_pods_root_env_and_netns() {
     assert_eq!(target_ns, ns_id(pod.netns_path()));
     assert_ne!(target_ns, ns_id("/proc/self/ns/net"));
 
-    let addrs =
-        run_ok(Command::new("ip").args(["-n", &pod.netns, "-o", "addr", "show", "dev", "pod0"]));
-    for a in [
-        "198.18.0.2/24",
-        "198.18.0.10/32",
-        "198.18.0.11/32",
-        "198.18.0.12/32",
-        "198.18.0.53/32",
-    ] {
+    let addrs = run_ok(Command::new("ip").args(["-n", &pod.netns, "-o", "addr", "show", "dev", "pod0"]));
+    for a in ["198.18.0.2/24", "198.18.0.10/32", "198.18.0.11/32", "198.18.0.12/32", "198.18.0.53/32"] {
         assert!(addrs.contains(a), "{a} missing in\n{addrs}");
     }
     assert_eq!(
         (pod.ip, pod.http.to_string(), pod.dns.to_string()),
-        (
-            Ipv4Addr::new(198, 18, 0, 2),
-            "198.18.0.10:80".to_string(),
-            "198.18.0.53:53".to_string()
-        )
+        (Ipv4Addr::new(198, 18, 0, 2), "198.18.0.10:80".to_string(), "198.18.0.53:53".to_string())
     );
-    assert_eq!(
-        (pod.echo.to_string(), pod.sink.to_string()),
-        ("198.18.0.11:7".into(), "198.18.0.12:9".into())
-    );
+    assert_eq!((pod.echo.to_string(), pod.sink.to_string()), ("198.18.0.11:7".into(), "198.18.0.12:9".into()));
 }
 
 #[test]
@@ -117,10 +78,7 @@ fn path_override_and_replaced_default_files() {
         .unwrap();
     let environ = std::fs::read_to_string(format!("/proc/{}/environ", pod.pid)).unwrap();
     assert_eq!(environ, "PATH=/usr/bin:/bin\0");
-    assert_eq!(
-        std::fs::read_to_string(pod.root.join("etc/resolv.conf")).unwrap(),
-        "nameserver 198.18.0.99\n"
-    );
+    assert_eq!(std::fs::read_to_string(pod.root.join("etc/resolv.conf")).unwrap(), "nameserver 198.18.0.99\n");
     let out = run_ok(pod.exec_in_pod(Command::new("/bin/hello").env_clear().env("PATH", "/bin")));
     assert_eq!(out, "hello\n");
     assert!(PodSpec::new("Bad_Name").start().is_err());
@@ -139,10 +97,7 @@ fn http_by_ip_with_curl_and_busybox_wget() {
         "5",
         "http://198.18.0.10/",
     ])));
-    assert!(
-        body.starts_with("hello from pod web; you are 198.18.0."),
-        "{body:?}"
-    );
+    assert!(body.starts_with("hello from pod web; you are 198.18.0."), "{body:?}");
     assert!(body.ends_with('\n'));
 
     // (No `wget -T`: it crashes Debian's busybox 1.35; `timeout` bounds it instead.)
@@ -172,27 +127,11 @@ fn http_by_ip_with_curl_and_busybox_wget() {
     ])));
     assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
     assert!(out.contains("Content-Type: text/plain\r\n"), "{out}");
-    let first = out
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .to_string();
-    assert!(
-        out.contains(&format!("Content-Length: {}\r\n", first.len() + 1)),
-        "{out}"
-    );
-    let bodies: Vec<&str> = out
-        .lines()
-        .filter(|l| l.starts_with("hello from pod web"))
-        .collect();
+    let first = out.split("\r\n\r\n").nth(1).unwrap().lines().next().unwrap().to_string();
+    assert!(out.contains(&format!("Content-Length: {}\r\n", first.len() + 1)), "{out}");
+    let bodies: Vec<&str> = out.lines().filter(|l| l.starts_with("hello from pod web")).collect();
     assert_eq!(bodies.len(), 2, "{out}");
-    assert_eq!(
-        bodies[0], bodies[1],
-        "same peer address: the connection was reused"
-    );
+    assert_eq!(bodies[0], bodies[1], "same peer address: the connection was reused");
     assert_eq!(pod.http_hits(), 4);
 }
 
@@ -202,12 +141,9 @@ fn concurrent_http_clients() {
     let bodies = pod
         .run_in_netns(|| {
             // Open 8 connections first, then request on each: needs a thread per connection.
-            let mut conns: Vec<TcpStream> = (0..8)
-                .map(|_| TcpStream::connect("198.18.0.10:80").unwrap())
-                .collect();
+            let mut conns: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect("198.18.0.10:80").unwrap()).collect();
             for c in &mut conns {
-                c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    .unwrap();
+                c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
             }
             conns
                 .into_iter()
@@ -222,10 +158,7 @@ fn concurrent_http_clients() {
         .unwrap();
     for (local, resp) in bodies {
         assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
-        assert!(
-            resp.ends_with(&format!("hello from pod busy; you are {local}\n")),
-            "{resp}"
-        );
+        assert!(resp.ends_with(&format!("hello from pod busy; you are {local}\n")), "{resp}");
         assert!(resp.contains("Connection: close\r\n"));
     }
     assert_eq!(pod.http_hits(), 8);
@@ -239,57 +172,35 @@ fn dns_answers_inside_the_pod() {
         c.args(["@198.18.0.53", "+time=2", "+tries=1"]).args(args);
         run_ok(pod.exec_in_netns(&mut c))
     };
-    assert_eq!(
-        dig(&["+short", "web.default.svc.cluster.local"]),
-        "198.18.0.10\n"
-    );
+    assert_eq!(dig(&["+short", "web.default.svc.cluster.local"]), "198.18.0.10\n");
     assert_eq!(dig(&["+short", "ECHO.svc.cluster.local."]), "198.18.0.11\n");
-    assert_eq!(
-        dig(&["+short", "+tcp", "api.prod.svc.cluster.local"]),
-        "198.18.0.10\n"
-    );
+    assert_eq!(dig(&["+short", "+tcp", "api.prod.svc.cluster.local"]), "198.18.0.10\n");
 
     let full = dig(&["web.default.svc.cluster.local"]);
     assert!(full.contains("status: NOERROR"), "{full}");
     assert!(full.contains("flags: qr aa rd ra;"), "{full}");
     assert!(full.contains("ANSWER: 1,"), "{full}");
     let aaaa = dig(&["AAAA", "web.default.svc.cluster.local"]);
-    assert!(
-        aaaa.contains("status: NOERROR") && aaaa.contains("ANSWER: 0,"),
-        "{aaaa}"
-    );
+    assert!(aaaa.contains("status: NOERROR") && aaaa.contains("ANSWER: 0,"), "{aaaa}");
     let nx = dig(&["example.com"]);
     assert!(nx.contains("status: NXDOMAIN"), "{nx}");
     let nx = dig(&["+norecurse", "nope.cluster.local"]);
-    assert!(
-        nx.contains("status: NXDOMAIN") && nx.contains("flags: qr aa ra;"),
-        "{nx}"
-    );
+    assert!(nx.contains("status: NXDOMAIN") && nx.contains("flags: qr aa ra;"), "{nx}");
     assert!(pod.dns_queries() >= 7, "{}", pod.dns_queries());
 
     // busybox nslookup inside the pod (chroot): uses the pod's resolv.conf and search list.
     // (busybox 1.35 exits 1 when the AAAA half of its lookup has no answer.)
     let out = run(pod.exec_in_pod(Command::new("/bin/busybox").args(["nslookup", "web"])));
     let out = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.contains("Name:\tweb.default.svc.cluster.local\nAddress: 198.18.0.10\n"),
-        "{out}"
-    );
-    let out =
-        run(pod.exec_in_pod(Command::new("/bin/busybox").args(["nslookup", "nosuch.example.com"])));
+    assert!(out.contains("Name:\tweb.default.svc.cluster.local\nAddress: 198.18.0.10\n"), "{out}");
+    let out = run(pod.exec_in_pod(Command::new("/bin/busybox").args(["nslookup", "nosuch.example.com"])));
     let out = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.contains("can't find nosuch.example.com: NXDOMAIN") && !out.contains("Name:"),
-        "{out}"
-    );
+    assert!(out.contains("can't find nosuch.example.com: NXDOMAIN") && !out.contains("Name:"), "{out}");
 }
 
 #[test]
 fn http_by_name_through_the_pod_dns() {
-    let pod = PodSpec::new("named")
-        .host("alias", Ipv4Addr::new(198, 18, 0, 10))
-        .start()
-        .unwrap();
+    let pod = PodSpec::new("named").host("alias", Ipv4Addr::new(198, 18, 0, 10)).start().unwrap();
     let wget = |url: &str| {
         run_ok(pod.exec_in_pod(Command::new("/bin/busybox").args([
             "timeout",
@@ -303,16 +214,9 @@ fn http_by_name_through_the_pod_dns() {
         ])))
     };
     // Static busybox inside the chroot: pod resolv.conf → pod DNS (short name via search list).
-    for url in [
-        "http://web.default.svc.cluster.local/",
-        "http://web/",
-        "http://alias/",
-    ] {
+    for url in ["http://web.default.svc.cluster.local/", "http://web/", "http://alias/"] {
         let body = wget(url);
-        assert!(
-            body.starts_with("hello from pod named; you are 198.18.0."),
-            "{url}: {body:?}"
-        );
+        assert!(body.starts_with("hello from pod named; you are 198.18.0."), "{url}: {body:?}");
     }
     assert!(pod.dns_queries() >= 2);
 
@@ -371,35 +275,21 @@ fn echo_and_sink_services() {
             s.write_all(&3_000_001u64.to_be_bytes()).unwrap();
             let mut got = Vec::new();
             s.read_to_end(&mut got).unwrap();
-            (
-                back == data,
-                buf[..n].to_vec(),
-                got.len(),
-                got.iter().all(|&b| b == b'x'),
-            )
+            (back == data, buf[..n].to_vec(), got.len(), got.iter().all(|&b| b == b'x'))
         })
         .unwrap();
     assert!(tcp_echo, "TCP echo returned different bytes");
     assert_eq!(udp_echo, b"ping-udp");
     assert_eq!(sink_len, 3_000_001);
     assert!(sink_all_x);
-    assert_eq!(
-        (
-            pod.echo_connections(),
-            pod.echo_datagrams(),
-            pod.sink_connections()
-        ),
-        (1, 1, 1)
-    );
+    assert_eq!((pod.echo_connections(), pod.echo_datagrams(), pod.sink_connections()), (1, 1, 1));
 }
 
 /// An empty namespace of our own, deleted on drop.
 struct EmptyNs(String);
 impl Drop for EmptyNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.0])
-            .status();
+        let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
     }
 }
 
@@ -412,10 +302,7 @@ fn services_are_unreachable_outside_the_pod() {
     let addrs = run_ok(Command::new("ip").args(["-o", "addr"]));
     assert!(!addrs.contains("198.18.0."), "{addrs}");
     let route = run_ok(Command::new("ip").args(["route", "get", "198.18.0.10"]));
-    assert!(
-        !route.contains("pod0") && !route.starts_with("local"),
-        "{route}"
-    );
+    assert!(!route.contains("pod0") && !route.starts_with("local"), "{route}");
     let links = run_ok(Command::new("ip").args(["-o", "link"]));
     assert!(!links.contains(": pod0"), "{links}");
 
@@ -430,11 +317,7 @@ fn services_are_unreachable_outside_the_pod() {
     })
     .unwrap();
     let e = r.expect_err("the pod's HTTP service must not be reachable from another namespace");
-    assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "failed only after {:?}: {e}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_secs(1), "failed only after {:?}: {e}", t.elapsed());
     let curl = run(Command::new("ip").args([
         "netns",
         "exec",
@@ -451,10 +334,7 @@ fn services_are_unreachable_outside_the_pod() {
 
     // ... while from inside the pod it works.
     let ok = pod
-        .run_in_netns(|| {
-            TcpStream::connect_timeout(&"198.18.0.10:80".parse().unwrap(), Duration::from_secs(2))
-                .is_ok()
-        })
+        .run_in_netns(|| TcpStream::connect_timeout(&"198.18.0.10:80".parse().unwrap(), Duration::from_secs(2)).is_ok())
         .unwrap();
     assert!(ok);
     assert_eq!(pod.http_hits(), 0, "a bare connect is not a request");
@@ -474,10 +354,7 @@ fn two_pods_use_the_same_addresses_in_isolation() {
             "5",
             "http://198.18.0.10/",
         ])));
-        assert!(
-            body.starts_with(&format!("hello from pod {name};")),
-            "{body}"
-        );
+        assert!(body.starts_with(&format!("hello from pod {name};")), "{body}");
     }
     assert_eq!((a.http_hits(), b.http_hits()), (1, 1));
     // Same pod name twice is fine too: namespaces carry a counter.
@@ -500,32 +377,19 @@ fn panicking_test_still_tears_the_pod_down() {
     assert!(!netns_list().contains(&netns), "{netns} still listed");
     assert!(!tether_testkit::netns_exists(&netns));
     assert!(!root.exists(), "{} still exists", root.display());
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
-        "target {pid} still exists"
-    );
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "target {pid} still exists");
 }
 
 #[test]
 fn stop_kills_processes_started_in_the_pod() {
     let pod = PodSpec::new("procs").start().unwrap();
-    let mut in_netns = pod
-        .exec_in_netns(Command::new("sleep").arg("1000"))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut in_pod = pod
-        .exec_in_pod(Command::new("/bin/busybox").args(["sleep", "1000"]))
-        .spawn()
-        .unwrap();
+    let mut in_netns = pod.exec_in_netns(Command::new("sleep").arg("1000")).stdout(Stdio::null()).spawn().unwrap();
+    let mut in_pod = pod.exec_in_pod(Command::new("/bin/busybox").args(["sleep", "1000"])).spawn().unwrap();
     let target = pod.pid;
     let netns = pod.netns.clone();
     let root = pod.root.clone();
     assert!(Path::new(&format!("/proc/{target}")).exists());
-    assert_eq!(
-        std::fs::read_link(format!("/proc/{}/root", in_pod.id())).unwrap(),
-        root
-    );
+    assert_eq!(std::fs::read_link(format!("/proc/{}/root", in_pod.id())).unwrap(), root);
     pod.stop().unwrap();
 
     for child in [&mut in_netns, &mut in_pod] {
@@ -534,11 +398,7 @@ fn stop_kills_processes_started_in_the_pod() {
             if let Some(s) = child.try_wait().unwrap() {
                 break s;
             }
-            assert!(
-                Instant::now() < deadline,
-                "process {} survived the pod",
-                child.id()
-            );
+            assert!(Instant::now() < deadline, "process {} survived the pod", child.id());
             std::thread::sleep(Duration::from_millis(10));
         };
         assert_eq!(status.signal(), Some(9), "SIGKILL");
@@ -550,19 +410,12 @@ fn stop_kills_processes_started_in_the_pod() {
 
 #[test]
 fn exec_in_pod_sees_the_pods_files() {
-    let pod = PodSpec::new("files")
-        .file("/data/x.txt", "pod data\n")
-        .start()
-        .unwrap();
-    let out =
-        run_ok(pod.exec_in_pod(Command::new("/bin/cat").args(["/etc/hostname", "/data/x.txt"])));
+    let pod = PodSpec::new("files").file("/data/x.txt", "pod data\n").start().unwrap();
+    let out = run_ok(pod.exec_in_pod(Command::new("/bin/cat").args(["/etc/hostname", "/data/x.txt"])));
     assert_eq!(out, "files\npod data\n");
     let ls = run_ok(pod.exec_in_pod(Command::new("/bin/ls").arg("/bin")));
     for applet in ["busybox", "sh", "sleep", "cat"] {
-        assert!(
-            ls.split_whitespace().any(|w| w == applet),
-            "{applet} missing: {ls}"
-        );
+        assert!(ls.split_whitespace().any(|w| w == applet), "{applet} missing: {ls}");
     }
 }
 
@@ -582,10 +435,7 @@ fn stale_pods_of_dead_processes_are_cleaned_up() {
     std::fs::create_dir_all(stale_root.join("etc")).unwrap();
     std::fs::create_dir_all(&live_root).unwrap();
     // A process left running inside the stale namespace.
-    let mut orphan = Command::new("ip")
-        .args(["netns", "exec", &stale, "sleep", "1000"])
-        .spawn()
-        .unwrap();
+    let mut orphan = Command::new("ip").args(["netns", "exec", &stale, "sleep", "1000"]).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(100));
 
     tether_testkit::cleanup_stale_pods();
@@ -593,18 +443,11 @@ fn stale_pods_of_dead_processes_are_cleaned_up() {
     let list = netns_list();
     assert!(!list.contains(&stale), "stale namespace survived");
     assert!(!stale_root.exists(), "stale root survived");
-    assert!(
-        list.contains(&live),
-        "a live process's namespace was removed"
-    );
+    assert!(list.contains(&live), "a live process's namespace was removed");
     assert!(live_root.exists());
     std::fs::remove_dir_all(&live_root).unwrap();
     let status = orphan.wait().unwrap();
-    assert_eq!(
-        status.signal(),
-        Some(9),
-        "the process in the stale namespace was killed"
-    );
+    assert_eq!(status.signal(), Some(9), "the process in the stale namespace was killed");
 }
 
 #[test]

@@ -319,8 +319,7 @@ impl Agent {
             .await
             .expect("connect to the agent");
         let header = token.map(|t| format!("Bearer {t}").parse().unwrap());
-        AgentClient::new(InterceptedService::new(channel, Bearer(header)))
-            .max_decoding_message_size(64 << 20)
+        AgentClient::new(InterceptedService::new(channel, Bearer(header))).max_decoding_message_size(64 << 20)
     }
 
     /// Waits (bounded) for the agent to exit; `None` if it is still running.

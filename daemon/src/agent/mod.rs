@@ -57,8 +57,7 @@ impl Agent {
             .map_err(|_| anyhow::anyhow!("no answer within {timeout:?}"))?
             .with_context(|| format!("connecting to the agent at {addr}"))?;
         let bearer = Bearer(format!("Bearer {token}").parse().context("the token is not valid ASCII")?);
-        let mut client = AgentClient::with_interceptor(channel, bearer)
-            .max_decoding_message_size(64 * 1024 * 1024);
+        let mut client = AgentClient::with_interceptor(channel, bearer).max_decoding_message_size(64 * 1024 * 1024);
         let hello = client
             .hello(proto::HelloRequest {
                 protocol_major: proto::PROTOCOL_MAJOR,
@@ -148,7 +147,15 @@ impl Agent {
     }
 
     /// Writes `data` at `offset` of a remote file; the answer comes once the target has it.
-    pub async fn write_file(&self, path: &str, offset: u64, data: Vec<u8>, truncate: bool, create: bool, mode: u32) -> Result<u64, i32> {
+    pub async fn write_file(
+        &self,
+        path: &str,
+        offset: u64,
+        data: Vec<u8>,
+        truncate: bool,
+        create: bool,
+        mode: u32,
+    ) -> Result<u64, i32> {
         let reply = self
             .client()
             .write_file(proto::WriteFileRequest { path: path.into(), offset, data, truncate, create, mode })
@@ -214,7 +221,11 @@ impl Agent {
             if !self.hello.capabilities.iter().any(|c| c == proto::CAP_INCOMING) {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,
-                    format!("the agent (version {}) cannot relay incoming traffic: use an agent of version {}", self.hello.agent_version, env!("CARGO_PKG_VERSION")),
+                    format!(
+                        "the agent (version {}) cannot relay incoming traffic: use an agent of version {}",
+                        self.hello.agent_version,
+                        env!("CARGO_PKG_VERSION")
+                    ),
                 ));
             }
             return relayed_incoming::subscribe(&self.client, port, mode, http_filter);

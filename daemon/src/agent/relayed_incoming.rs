@@ -43,17 +43,17 @@ pub fn subscribe(
             fdpass::IncomingMode::Mirror => proto::IncomingMode::Mirror,
             fdpass::IncomingMode::Steal => proto::IncomingMode::Steal,
         } as i32,
-        http_filter: filter.map(|f| proto::HttpFilter {
-            header: f.header.unwrap_or_default(),
-            path: f.path.unwrap_or_default(),
-        }),
+        http_filter: filter
+            .map(|f| proto::HttpFilter { header: f.header.unwrap_or_default(), path: f.path.unwrap_or_default() }),
     };
     let mut events_client = client.clone();
     let events = rt.block_on(async move {
         let confirmed = async {
             let mut events = events_client.subscribe(request).await.map_err(status)?.into_inner();
             match events.message().await.map_err(status)? {
-                Some(proto::IncomingEvent { event: Some(incoming_event::Event::Result(r)) }) if r.errno == 0 => Ok(events),
+                Some(proto::IncomingEvent { event: Some(incoming_event::Event::Result(r)) }) if r.errno == 0 => {
+                    Ok(events)
+                }
                 Some(proto::IncomingEvent { event: Some(incoming_event::Event::Result(r)) }) => {
                     let kind = io::Error::from_raw_os_error(r.errno).kind();
                     Err(io::Error::new(kind, format!("the agent refused port {port}: {}", r.message)))

@@ -27,9 +27,11 @@ pub fn run(program: Vec<OsString>) -> anyhow::Result<i32> {
         .start()
         .context("building the demo pod")?;
     println!("demo pod: pid {} in network namespace {} (root file system {})", pod.pid, pod.netns, pod.root.display());
-    println!("on this machine: /app/message.txt exists: {}; web.svc.cluster.local resolves: {}\n",
+    println!(
+        "on this machine: /app/message.txt exists: {}; web.svc.cluster.local resolves: {}\n",
         std::path::Path::new("/app/message.txt").exists(),
-        std::net::ToSocketAddrs::to_socket_addrs(&("web.svc.cluster.local", 80)).is_ok());
+        std::net::ToSocketAddrs::to_socket_addrs(&("web.svc.cluster.local", 80)).is_ok()
+    );
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg("exec").arg("--target").arg(format!("pid:{}", pod.pid)).arg("--");
     if program.is_empty() {

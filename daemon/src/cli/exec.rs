@@ -100,10 +100,8 @@ fn exec(path: &std::path::Path, argv: &[OsString], env: &BTreeMap<OsString, OsSt
     let c = |s: &[u8]| CString::new(s).context("an argument or variable contains a NUL byte");
     let cpath = c(path.as_os_str().as_bytes())?;
     let cargs = argv.iter().map(|a| c(a.as_bytes())).collect::<anyhow::Result<Vec<_>>>()?;
-    let cenv = env
-        .iter()
-        .map(|(k, v)| c(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cenv =
+        env.iter().map(|(k, v)| c(&[k.as_bytes(), b"=", v.as_bytes()].concat())).collect::<anyhow::Result<Vec<_>>>()?;
     let mut pargs: Vec<*const libc::c_char> = cargs.iter().map(|a| a.as_ptr()).collect();
     pargs.push(std::ptr::null());
     let mut penv: Vec<*const libc::c_char> = cenv.iter().map(|a| a.as_ptr()).collect();

@@ -355,7 +355,8 @@ impl Editor {
         let mut targets = tokio::task::spawn_blocking(super::targets::local_processes).await.map_err(failed)?;
         let source = crate::kube::Source { kubeconfig: p.kubeconfig.clone(), context: p.context.clone() };
         if source.present() {
-            match super::targets::kube_targets(&source, p.namespace.as_deref(), std::time::Duration::from_secs(5)).await {
+            match super::targets::kube_targets(&source, p.namespace.as_deref(), std::time::Duration::from_secs(5)).await
+            {
                 Ok(kube) => targets.extend(kube),
                 Err(e) => {
                     let text = format!("tether: Kubernetes targets are not listed: {e:#}");

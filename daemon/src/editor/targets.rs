@@ -41,7 +41,11 @@ pub fn local_processes() -> Vec<Target> {
 }
 
 /// The Kubernetes targets of `namespace` (else the context's), within `limit`.
-pub async fn kube_targets(source: &crate::kube::Source, namespace: Option<&str>, limit: std::time::Duration) -> anyhow::Result<Vec<Target>> {
+pub async fn kube_targets(
+    source: &crate::kube::Source,
+    namespace: Option<&str>,
+    limit: std::time::Duration,
+) -> anyhow::Result<Vec<Target>> {
     let listed = tokio::time::timeout(limit, async {
         let cluster = crate::kube::cluster(source).await?;
         let ns = namespace.map(str::to_string).unwrap_or_else(|| cluster.namespace.clone());

@@ -31,7 +31,8 @@ pub enum StatOut {
 impl Call {
     /// The absolute path an `*at` call names, mapped back from a materialised directory.
     fn path(&self, dirfd: i32, addr: u64) -> Result<Option<String>, i32> {
-        let raw = memory::read_cstr(self.n.tid, addr, PATH_MAX).map_err(|e| e.raw_os_error().unwrap_or(libc::EFAULT))?;
+        let raw =
+            memory::read_cstr(self.n.tid, addr, PATH_MAX).map_err(|e| e.raw_os_error().unwrap_or(libc::EFAULT))?;
         if raw.is_empty() {
             return Ok(None); // AT_EMPTY_PATH and friends act on the descriptor itself
         }
@@ -145,10 +146,12 @@ impl Call {
                 Ok(_) => Vec::new(),
                 Err(errno) => return Some(Answer::Errno(errno)),
             },
-            Err(libc::ENOENT) if create => match agent.write_file(&path, 0, Vec::new(), true, true, mode & 0o7777).await {
-                Ok(_) => Vec::new(),
-                Err(errno) => return Some(Answer::Errno(errno)),
-            },
+            Err(libc::ENOENT) if create => {
+                match agent.write_file(&path, 0, Vec::new(), true, true, mode & 0o7777).await {
+                    Ok(_) => Vec::new(),
+                    Err(errno) => return Some(Answer::Errno(errno)),
+                }
+            }
             Err(errno) => return Some(Answer::Errno(errno)),
         };
         let access = flags & (libc::O_WRONLY | libc::O_RDWR | libc::O_APPEND);

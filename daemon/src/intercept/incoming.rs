@@ -246,9 +246,8 @@ pub struct Incoming {
 
 impl Incoming {
     pub fn new(config: IncomingConfig) -> Incoming {
-        let own_netns = std::fs::metadata("/proc/self/ns/net")
-            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-            .unwrap_or(0);
+        let own_netns =
+            std::fs::metadata("/proc/self/ns/net").map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap_or(0);
         Incoming {
             config,
             own_netns,
@@ -317,9 +316,7 @@ impl Incoming {
         if !inner.monitor {
             inner.monitor = true;
             let me = self.clone();
-            std::thread::Builder::new()
-                .name("incoming-monitor".into())
-                .spawn(move || me.monitor())?;
+            std::thread::Builder::new().name("incoming-monitor".into()).spawn(move || me.monitor())?;
         }
         if let Some(sub) = inner.subs.get(&remote) {
             sub.listeners.lock().unwrap().push(inode);
@@ -345,9 +342,7 @@ impl Incoming {
         inner.subs.insert(remote, sub.clone());
         drop(inner);
         let (me, rt) = (self.clone(), scope.rt.clone());
-        std::thread::Builder::new()
-            .name(format!("incoming-{remote}"))
-            .spawn(move || me.read_events(rt, sub, conn))?;
+        std::thread::Builder::new().name(format!("incoming-{remote}")).spawn(move || me.read_events(rt, sub, conn))?;
         Ok(())
     }
 
@@ -359,12 +354,8 @@ impl Incoming {
             _ => fdpass::IncomingMode::Mirror,
         };
         let f = &self.config.http_filter;
-        let filter = (mode == fdpass::IncomingMode::Steal
-            && (f.header.is_some() || f.path.is_some()))
-        .then(|| fdpass::HttpFilter {
-            header: f.header.clone(),
-            path: f.path.clone(),
-        });
+        let filter = (mode == fdpass::IncomingMode::Steal && (f.header.is_some() || f.path.is_some()))
+            .then(|| fdpass::HttpFilter { header: f.header.clone(), path: f.path.clone() });
         match scope.agent.subscribe(remote, mode, filter.clone()) {
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
                 self.check_listeners();
@@ -379,17 +370,11 @@ impl Incoming {
         let mut inner = self.inner.lock().unwrap();
         inner.listeners.remove(&inode);
         inner.rebound.remove(&inode);
-        self.any_listener
-            .store(!inner.listeners.is_empty(), Relaxed);
+        self.any_listener.store(!inner.listeners.is_empty(), Relaxed);
     }
 
     /// Receives the subscription's connections until the agent or the daemon closes it.
-    fn read_events(
-        self: Arc<Self>,
-        rt: tokio::runtime::Handle,
-        sub: Arc<Subscription>,
-        conn: UnixStream,
-    ) {
+    fn read_events(self: Arc<Self>, rt: tokio::runtime::Handle, sub: Arc<Subscription>, conn: UnixStream) {
         loop {
             // Several lines may come at once; a descriptor belongs to the last one.
             let (lines, mut fd) = match fdpass::recv_lines(&conn) {
@@ -400,11 +385,8 @@ impl Incoming {
             for (i, line) in lines.into_iter().enumerate() {
                 let fd = if i == last { fd.take() } else { None };
                 match serde_json::from_str::<IncomingEvent>(&line) {
-                    Ok(IncomingEvent::Connection {
-                        kind, peer, local, ..
-                    }) => {
-                        let (Some(fd), Ok(peer), Ok(local)) = (fd, peer.parse(), local.parse())
-                        else {
+                    Ok(IncomingEvent::Connection { kind, peer, local, .. }) => {
+                        let (Some(fd), Ok(peer), Ok(local)) = (fd, peer.parse(), local.parse()) else {
                             tracing::warn!(line, "a malformed incoming connection from the agent");
                             continue;
                         };
@@ -435,10 +417,7 @@ impl Incoming {
         let listen = {
             let inner = self.inner.lock().unwrap();
             let inodes = sub.listeners.lock().unwrap();
-            inodes
-                .iter()
-                .rev()
-                .find_map(|i| inner.listeners.get(i).cloned())
+            inodes.iter().rev().find_map(|i| inner.listeners.get(i).cloned())
         };
         let Some(listen) = listen else { return };
         let fd = if kind == ConnectionKind::Socket {
@@ -465,10 +444,7 @@ impl Incoming {
         fd: OwnedFd,
     ) -> Option<(std::net::TcpStream, OwnedFd)> {
         if self.pending.lock().unwrap().len() >= MAX_PENDING {
-            tracing::warn!(
-                port = listen.remote,
-                "the program is not accepting; a connection was closed"
-            );
+            tracing::warn!(port = listen.remote, "the program is not accepting; a connection was closed");
             return None;
         }
         // The dummy's own address is chosen (bound) before it connects, so the pending entry
@@ -481,21 +457,8 @@ impl Incoming {
             }
         };
         let key = unmap(dummy.local_addr().ok()?.as_socket()?);
-        let (socket, stream) = if kind == ConnectionKind::Socket {
-            (Some(fd), None)
-        } else {
-            (None, Some(fd))
-        };
-        self.pending.lock().unwrap().insert(
-            key,
-            Pending {
-                peer,
-                local,
-                socket,
-                _dummy: None,
-                mode: kind,
-            },
-        );
+        let (socket, stream) = if kind == ConnectionKind::Socket { (Some(fd), None) } else { (None, Some(fd)) };
+        self.pending.lock().unwrap().insert(key, Pending { peer, local, socket, _dummy: None, mode: kind });
         if let Err(e) = connect_dummy(&dummy, listen.connect_to) {
             self.pending.lock().unwrap().remove(&key);
             tracing::warn!(to = %listen.connect_to, err = %e, "cannot reach the program's listener");
@@ -541,12 +504,7 @@ impl Incoming {
         };
         let gone: Vec<u64> = {
             let inner = self.inner.lock().unwrap();
-            inner
-                .listeners
-                .keys()
-                .filter(|i| !live.contains(i))
-                .copied()
-                .collect()
+            inner.listeners.keys().filter(|i| !live.contains(i)).copied().collect()
         };
         for inode in gone {
             self.retire(inode);
@@ -561,8 +519,7 @@ impl Incoming {
             return;
         };
         inner.rebound.remove(&inode);
-        self.any_listener
-            .store(!inner.listeners.is_empty(), Relaxed);
+        self.any_listener.store(!inner.listeners.is_empty(), Relaxed);
         let Some(sub) = inner.subs.get(&listen.remote).cloned() else {
             return;
         };
@@ -574,10 +531,7 @@ impl Incoming {
         if empty {
             inner.subs.remove(&listen.remote);
             let _ = sub.conn.shutdown(std::net::Shutdown::Both);
-            tracing::info!(
-                port = listen.remote,
-                "the program stopped listening; unsubscribed"
-            );
+            tracing::info!(port = listen.remote, "the program stopped listening; unsubscribed");
         }
     }
 
@@ -597,12 +551,7 @@ impl Incoming {
                 match ws.queue.pop_front() {
                     Some(w) => w,
                     None if ws.watching && ws.ready.len() < MAX_PENDING => {
-                        ws.ready.push_back(Ready {
-                            sock,
-                            peer,
-                            local,
-                            until: Instant::now() + READY_GRACE,
-                        });
+                        ws.ready.push_back(Ready { sock, peer, local, until: Instant::now() + READY_GRACE });
                         if ws.ready.len() == 1 {
                             listen.set_timer(Some(READY_GRACE));
                         }
@@ -644,15 +593,9 @@ impl Incoming {
 /// A non-blocking socket bound to the loopback of `to`'s family, not connected yet.
 fn dummy_socket(to: SocketAddr) -> io::Result<socket2::Socket> {
     let (domain, from): (socket2::Domain, SocketAddr) = if to.is_ipv6() {
-        (
-            socket2::Domain::IPV6,
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 0),
-        )
+        (socket2::Domain::IPV6, SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 0))
     } else {
-        (
-            socket2::Domain::IPV4,
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0),
-        )
+        (socket2::Domain::IPV4, SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0))
     };
     let s = socket2::Socket::new(domain, socket2::Type::STREAM.cloexec().nonblocking(), None)?;
     s.set_tcp_nodelay(true)?;
@@ -673,11 +616,7 @@ fn connect_dummy(dummy: &socket2::Socket, to: SocketAddr) -> io::Result<()> {
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(e),
     }
-    let mut pfd = libc::pollfd {
-        fd: dummy.as_raw_fd(),
-        events: libc::POLLOUT,
-        revents: 0,
-    };
+    let mut pfd = libc::pollfd { fd: dummy.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
     match unsafe { libc::poll(&mut pfd, 1, 2000) } {
         0 => return Err(io::ErrorKind::TimedOut.into()),
         r if r < 0 => return Err(io::Error::last_os_error()),
@@ -696,10 +635,8 @@ fn pump(rt: &tokio::runtime::Handle, agent: UnixStream, dummy: std::net::TcpStre
         if agent.set_nonblocking(true).is_err() || dummy.set_nonblocking(true).is_err() {
             return;
         }
-        let (Ok(agent), Ok(dummy)) = (
-            tokio::net::UnixStream::from_std(agent),
-            tokio::net::TcpStream::from_std(dummy),
-        ) else {
+        let (Ok(agent), Ok(dummy)) = (tokio::net::UnixStream::from_std(agent), tokio::net::TcpStream::from_std(dummy))
+        else {
             return;
         };
         let (mut ar, mut aw) = agent.into_split();
@@ -733,9 +670,7 @@ fn listening_inodes_diag() -> io::Result<std::collections::HashSet<u64>> {
     const NETLINK_SOCK_DIAG: i32 = 4;
     const SOCK_DIAG_BY_FAMILY: u16 = 20;
     const TCP_LISTEN: u32 = 10;
-    let fd = unsafe {
-        libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
-    };
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, NETLINK_SOCK_DIAG) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -815,9 +750,7 @@ fn eventfd() -> io::Result<OwnedFd> {
 }
 
 fn timerfd() -> io::Result<OwnedFd> {
-    let fd = unsafe {
-        libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK)
-    };
+    let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -860,22 +793,12 @@ fn sockname(fd: RawFd, peer: bool) -> Option<SocketAddr> {
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     let p = (&mut ss as *mut libc::sockaddr_storage).cast();
-    let r = unsafe {
-        if peer {
-            libc::getpeername(fd, p, &mut len)
-        } else {
-            libc::getsockname(fd, p, &mut len)
-        }
-    };
+    let r = unsafe { if peer { libc::getpeername(fd, p, &mut len) } else { libc::getsockname(fd, p, &mut len) } };
     if r != 0 {
         return None;
     }
-    let bytes = unsafe {
-        std::slice::from_raw_parts(
-            (&ss as *const libc::sockaddr_storage).cast::<u8>(),
-            len as usize,
-        )
-    };
+    let bytes =
+        unsafe { std::slice::from_raw_parts((&ss as *const libc::sockaddr_storage).cast::<u8>(), len as usize) };
     parse_sockaddr(bytes)
 }
 
@@ -958,23 +881,14 @@ fn signal_pending(tid: u32) -> bool {
 /// Accepts one queued connection without ever blocking; `Ok(None)` when the queue is empty.
 fn accept_now(listen: &Listen, dup: &OwnedFd) -> io::Result<Option<(OwnedFd, SocketAddr)>> {
     let _one = listen.accepting.lock().unwrap();
-    let mut pfd = libc::pollfd {
-        fd: dup.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
+    let mut pfd = libc::pollfd { fd: dup.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     if unsafe { libc::poll(&mut pfd, 1, 0) } <= 0 || pfd.revents & libc::POLLIN == 0 {
         return Ok(None);
     }
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     let fd = unsafe {
-        libc::accept4(
-            dup.as_raw_fd(),
-            (&mut ss as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-            libc::SOCK_CLOEXEC,
-        )
+        libc::accept4(dup.as_raw_fd(), (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len, libc::SOCK_CLOEXEC)
     };
     if fd < 0 {
         let e = io::Error::last_os_error();
@@ -984,12 +898,8 @@ fn accept_now(listen: &Listen, dup: &OwnedFd) -> io::Result<Option<(OwnedFd, Soc
         };
     }
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let bytes = unsafe {
-        std::slice::from_raw_parts(
-            (&ss as *const libc::sockaddr_storage).cast::<u8>(),
-            len as usize,
-        )
-    };
+    let bytes =
+        unsafe { std::slice::from_raw_parts((&ss as *const libc::sockaddr_storage).cast::<u8>(), len as usize) };
     let peer = parse_sockaddr(bytes).unwrap_or(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0));
     Ok(Some((fd, peer)))
 }
@@ -1018,13 +928,7 @@ impl Call {
         if tcp_family(sock.as_raw_fd()).is_none() {
             return self.answer(Answer::Continue);
         }
-        let r = unsafe {
-            libc::bind(
-                sock.as_raw_fd(),
-                raw.as_ptr().cast(),
-                len as libc::socklen_t,
-            )
-        };
+        let r = unsafe { libc::bind(sock.as_raw_fd(), raw.as_ptr().cast(), len as libc::socklen_t) };
         if r == 0 {
             return self.answer(Answer::Value(0));
         }
@@ -1035,13 +939,7 @@ impl Call {
         }
         let mut any_port = raw.clone();
         any_port[2..4].copy_from_slice(&0u16.to_be_bytes());
-        let r = unsafe {
-            libc::bind(
-                sock.as_raw_fd(),
-                any_port.as_ptr().cast(),
-                len as libc::socklen_t,
-            )
-        };
+        let r = unsafe { libc::bind(sock.as_raw_fd(), any_port.as_ptr().cast(), len as libc::socklen_t) };
         if r != 0 {
             return self.answer(Answer::Errno(libc::EADDRINUSE));
         }
@@ -1074,9 +972,7 @@ impl Call {
         let rt = self.scope.rt.clone();
         rt.spawn_blocking(move || {
             if unsafe { libc::listen(sock.as_raw_fd(), backlog) } != 0 {
-                let errno = io::Error::last_os_error()
-                    .raw_os_error()
-                    .unwrap_or(libc::EIO);
+                let errno = io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
                 return self.answer(Answer::Errno(errno));
             }
             let subscribed = self.subscribe_listener(&inc, &sock, v6);
@@ -1090,28 +986,15 @@ impl Call {
     }
 
     /// Subscribes the listener's target port; `Some(port the program asked for)` when it did.
-    fn subscribe_listener(
-        &self,
-        inc: &Arc<Incoming>,
-        sock: &OwnedFd,
-        v6: bool,
-    ) -> Result<Option<u16>, String> {
+    fn subscribe_listener(&self, inc: &Arc<Incoming>, sock: &OwnedFd, v6: bool) -> Result<Option<u16>, String> {
         let Some(ino) = inode(sock) else {
             return Ok(None);
         };
         if inc.listener(ino).is_some() {
             return Ok(None); // listen again on a subscribed listener (a new backlog)
         }
-        let local =
-            sockname(sock.as_raw_fd(), false).ok_or("cannot read the listener's address")?;
-        let requested = inc
-            .inner
-            .lock()
-            .unwrap()
-            .rebound
-            .get(&ino)
-            .copied()
-            .unwrap_or(local.port());
+        let local = sockname(sock.as_raw_fd(), false).ok_or("cannot read the listener's address")?;
+        let requested = inc.inner.lock().unwrap().rebound.get(&ino).copied().unwrap_or(local.port());
         let Some(remote) = inc.remote_port(requested) else {
             return Ok(None);
         };
@@ -1131,8 +1014,7 @@ impl Call {
             wake: eventfd().map_err(|e| format!("creating an eventfd for the listener: {e}"))?,
             timer: timerfd().map_err(|e| format!("creating a timerfd for the listener: {e}"))?,
         };
-        inc.register(&self.scope, listen)
-            .map_err(|e| format!("subscribing to the target's port {remote}: {e}"))?;
+        inc.register(&self.scope, listen).map_err(|e| format!("subscribing to the target's port {remote}: {e}"))?;
         tracing::info!(local = %local, remote, mode = ?inc.config.mode, "listener subscribed");
         Ok(Some(requested))
     }
@@ -1174,8 +1056,7 @@ impl Call {
         if let Some(r) = ready {
             return self.give_ready(&inc, &listen, r, flags);
         }
-        let nonblocking =
-            unsafe { libc::fcntl(dup.as_raw_fd(), libc::F_GETFL) } & libc::O_NONBLOCK != 0;
+        let nonblocking = unsafe { libc::fcntl(dup.as_raw_fd(), libc::F_GETFL) } & libc::O_NONBLOCK != 0;
         match accept_now(&listen, &dup) {
             Ok(Some((conn, peer))) => self.accepted(&inc, &listen, conn, peer, flags),
             Ok(None) if nonblocking => self.answer(Answer::Errno(libc::EAGAIN)),
@@ -1201,10 +1082,7 @@ impl Call {
                 drop(ws);
                 let name = format!("accept-{}", listen.remote);
                 let l = listen.clone();
-                if let Err(e) = std::thread::Builder::new()
-                    .name(name)
-                    .spawn(move || watch(inc, l, dup))
-                {
+                if let Err(e) = std::thread::Builder::new().name(name).spawn(move || watch(inc, l, dup)) {
                     let mut ws = listen.waiters.lock().unwrap();
                     ws.watching = false;
                     let errno = e.raw_os_error().unwrap_or(libc::EAGAIN);
@@ -1230,14 +1108,7 @@ impl Call {
     }
 
     /// Gives the program what was accepted: the delivery a dummy stands for, or a local client.
-    fn accepted(
-        &self,
-        inc: &Arc<Incoming>,
-        listen: &Listen,
-        conn: OwnedFd,
-        peer: SocketAddr,
-        flags: i32,
-    ) {
+    fn accepted(&self, inc: &Arc<Incoming>, listen: &Listen, conn: OwnedFd, peer: SocketAddr, flags: i32) {
         let (give, show_peer, v6_family) = match inc.take_pending(unmap(peer)) {
             Some(mut p) => {
                 let give = match p.socket.take() {
@@ -1267,13 +1138,7 @@ impl Call {
 
     /// Answers the `accept` with `give`: flags, the peer written to `addr`, the descriptor
     /// injected. The descriptor comes back when the call is gone (nothing was answered).
-    fn give(
-        &self,
-        give: OwnedFd,
-        show_peer: SocketAddr,
-        v6_family: bool,
-        flags: i32,
-    ) -> Result<(), OwnedFd> {
+    fn give(&self, give: OwnedFd, show_peer: SocketAddr, v6_family: bool, flags: i32) -> Result<(), OwnedFd> {
         // The descriptor's own file status: O_NONBLOCK as `accept4` would set it.
         let nonblock: libc::c_int = (flags & libc::SOCK_NONBLOCK != 0).into();
         unsafe { libc::ioctl(give.as_raw_fd(), libc::FIONBIO, &nonblock) };
@@ -1283,22 +1148,12 @@ impl Call {
             if !self.listener.is_valid(self.n.id) {
                 return Err(give);
             }
-            if let Err(errno) = write_sockaddr(
-                self.n.tid,
-                addr,
-                addrlen,
-                encode_sockaddr(show_peer, v6_family),
-            ) {
+            if let Err(errno) = write_sockaddr(self.n.tid, addr, addrlen, encode_sockaddr(show_peer, v6_family)) {
                 self.answer(Answer::Errno(errno));
                 return Ok(());
             }
         }
-        match self.listener.inject(
-            self.n.id,
-            give.as_raw_fd(),
-            Slot::AsResult,
-            flags & libc::SOCK_CLOEXEC != 0,
-        ) {
+        match self.listener.inject(self.n.id, give.as_raw_fd(), Slot::AsResult, flags & libc::SOCK_CLOEXEC != 0) {
             Ok(_) => Ok(()),
             Err(e) => {
                 tracing::debug!(err = %e, "a connection could not be injected");
@@ -1324,13 +1179,7 @@ impl Call {
         let Some(ino) = inode(&sock) else {
             return self.answer(Answer::Continue);
         };
-        let shown = inc
-            .facade
-            .lock()
-            .unwrap()
-            .map
-            .get(&ino)
-            .and_then(|(p, l)| if peer { *p } else { *l });
+        let shown = inc.facade.lock().unwrap().map.get(&ino).and_then(|(p, l)| if peer { *p } else { *l });
         let Some(shown) = shown else {
             return self.answer(Answer::Continue);
         };
@@ -1368,11 +1217,7 @@ fn watch(inc: Arc<Incoming>, listen: Arc<Listen>, dup: OwnedFd) {
     loop {
         let parked = listen.waiters.lock().unwrap().parked;
         let left = next_check.saturating_duration_since(Instant::now());
-        let mut pfd = [libc::POLLIN; 3].map(|events| libc::pollfd {
-            fd: -1,
-            events,
-            revents: 0,
-        });
+        let mut pfd = [libc::POLLIN; 3].map(|events| libc::pollfd { fd: -1, events, revents: 0 });
         pfd[0].fd = listen.wake.as_raw_fd();
         pfd[1].fd = listen.timer.as_raw_fd();
         if !parked {
@@ -1480,22 +1325,10 @@ mod tests {
 
     #[test]
     fn dummies_go_to_loopback_for_wildcard_listeners() {
-        assert_eq!(
-            connect_target("0.0.0.0:8080".parse().unwrap()).to_string(),
-            "127.0.0.1:8080"
-        );
-        assert_eq!(
-            connect_target("[::]:8080".parse().unwrap()).to_string(),
-            "[::1]:8080"
-        );
-        assert_eq!(
-            connect_target("127.0.0.2:80".parse().unwrap()).to_string(),
-            "127.0.0.2:80"
-        );
-        assert_eq!(
-            connect_target("[::ffff:127.0.0.1]:80".parse().unwrap()).to_string(),
-            "127.0.0.1:80"
-        );
+        assert_eq!(connect_target("0.0.0.0:8080".parse().unwrap()).to_string(), "127.0.0.1:8080");
+        assert_eq!(connect_target("[::]:8080".parse().unwrap()).to_string(), "[::1]:8080");
+        assert_eq!(connect_target("127.0.0.2:80".parse().unwrap()).to_string(), "127.0.0.2:80");
+        assert_eq!(connect_target("[::ffff:127.0.0.1]:80".parse().unwrap()).to_string(), "127.0.0.1:80");
     }
 
     #[test]
@@ -1525,17 +1358,7 @@ mod tests {
         let mut buf = [0u8; 8];
         let mut len: u32 = 8;
         let full = encode_sockaddr("198.19.0.1:1".parse().unwrap(), false);
-        write_sockaddr(
-            tid,
-            buf.as_mut_ptr() as u64,
-            (&mut len as *mut u32) as u64,
-            full.clone(),
-        )
-        .unwrap();
-        assert_eq!(
-            (&buf[..], len),
-            (&full[..8], 16),
-            "truncated, the real length reported"
-        );
+        write_sockaddr(tid, buf.as_mut_ptr() as u64, (&mut len as *mut u32) as u64, full.clone()).unwrap();
+        assert_eq!((&buf[..], len), (&full[..8], 16), "truncated, the real length reported");
     }
 }

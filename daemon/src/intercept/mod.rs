@@ -15,10 +15,10 @@
 mod files;
 pub mod incoming;
 pub mod memory;
-mod writes;
 pub mod notify;
 pub mod proc;
 mod sockets;
+mod writes;
 // [kube] outgoing connections relayed through a remote agent
 mod relay;
 
@@ -224,9 +224,7 @@ impl Call {
             _ if nr == sys::SYS_openat => self.open(a[0] as i32, a[1], a[2] as i32),
             _ if nr == sys::SYS_openat2 => self.openat2(),
             _ if nr == sys::SYS_newfstatat => self.stat(a[0] as i32, a[1], files::StatOut::Stat(a[2]), a[3] as i32),
-            _ if nr == sys::SYS_statx => {
-                self.stat(a[0] as i32, a[1], files::StatOut::Statx(a[4]), a[2] as i32)
-            }
+            _ if nr == sys::SYS_statx => self.stat(a[0] as i32, a[1], files::StatOut::Statx(a[4]), a[2] as i32),
             _ if nr == sys::SYS_faccessat => self.access(a[0] as i32, a[1], a[2] as i32),
             _ if nr == sys::SYS_faccessat2 => self.access(a[0] as i32, a[1], a[2] as i32),
             _ if nr == sys::SYS_readlinkat => self.readlink(a[0] as i32, a[1], a[2], a[3]),

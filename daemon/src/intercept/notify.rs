@@ -58,9 +58,7 @@ pub enum Next {
 impl Listener {
     pub fn new(fd: OwnedFd) -> Listener {
         // Best effort: older kernels lack the flag and are merely slower.
-        unsafe {
-            libc::ioctl(fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
-        };
+        unsafe { libc::ioctl(fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) };
         Listener { fd }
     }
 

@@ -46,12 +46,8 @@ use tokio::sync::mpsc;
 use super::{Answer, Call, Notif, Stats, memory, proc};
 
 /// The calls relayed sessions trap in addition to the base set.
-pub const TRAPPED: [u32; 4] = [
-    libc::SYS_getpeername as u32,
-    libc::SYS_getsockname as u32,
-    libc::SYS_recvfrom as u32,
-    libc::SYS_recvmsg as u32,
-];
+pub const TRAPPED: [u32; 4] =
+    [libc::SYS_getpeername as u32, libc::SYS_getsockname as u32, libc::SYS_recvfrom as u32, libc::SYS_recvmsg as u32];
 
 /// A UDP relay with no datagram in either direction for this long is closed.
 const UDP_IDLE: Duration = Duration::from_secs(60);
@@ -166,7 +162,9 @@ pub fn decode(b: &[u8]) -> Option<SocketAddr> {
     let family = u16::from_ne_bytes(b.get(0..2)?.try_into().ok()?) as i32;
     let port = u16::from_be_bytes(b.get(2..4)?.try_into().ok()?);
     match family {
-        libc::AF_INET => Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(b.get(4..8)?).ok()?)), port)),
+        libc::AF_INET => {
+            Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(b.get(4..8)?).ok()?)), port))
+        }
         libc::AF_INET6 => {
             let ip = Ipv6Addr::from(<[u8; 16]>::try_from(b.get(8..24)?).ok()?);
             Some(match ip.to_ipv4_mapped() {
@@ -186,7 +184,8 @@ fn sock_name(fd: RawFd, peer: bool) -> io::Result<SocketAddr> {
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
-    let bytes = unsafe { std::slice::from_raw_parts((&storage as *const libc::sockaddr_storage).cast::<u8>(), len as usize) };
+    let bytes =
+        unsafe { std::slice::from_raw_parts((&storage as *const libc::sockaddr_storage).cast::<u8>(), len as usize) };
     decode(bytes).ok_or_else(|| io::Error::from_raw_os_error(libc::EAFNOSUPPORT))
 }
 
@@ -229,7 +228,11 @@ async fn open(
 ) -> Result<(ConnectResultParts, mpsc::Sender<ConnectClient>, tonic::Streaming<ConnectServer>), i32> {
     let (tx, rx) = mpsc::channel::<ConnectClient>(16);
     let open = ConnectClient {
-        msg: Some(connect_client::Msg::Open(ConnectOpen { transport: transport as i32, address: dest.to_string(), timeout_ms: 0 })),
+        msg: Some(connect_client::Msg::Open(ConnectOpen {
+            transport: transport as i32,
+            address: dest.to_string(),
+            timeout_ms: 0,
+        })),
     };
     tx.send(open).await.map_err(|_| libc::EIO)?;
     let mut inbound = agent
@@ -331,7 +334,15 @@ impl Call {
         }
     }
 
-    fn relay_tcp(&self, rt: &tokio::runtime::Handle, theirs: OwnedFd, inode: u64, domain: i32, v6only: bool, dest: SocketAddr) -> io::Result<Answer> {
+    fn relay_tcp(
+        &self,
+        rt: &tokio::runtime::Handle,
+        theirs: OwnedFd,
+        inode: u64,
+        domain: i32,
+        v6only: bool,
+        dest: SocketAddr,
+    ) -> io::Result<Answer> {
         let s = theirs.as_raw_fd();
         let nonblocking = unsafe { libc::fcntl(s, libc::F_GETFL) } & libc::O_NONBLOCK != 0;
         let agent = self.scope.agent.clone();
@@ -387,7 +398,14 @@ impl Call {
         Ok(if nonblocking { Answer::Errno(libc::EINPROGRESS) } else { Answer::Value(0) })
     }
 
-    fn relay_udp_connect(&self, rt: &tokio::runtime::Handle, theirs: OwnedFd, inode: u64, domain: i32, dest: SocketAddr) -> io::Result<Answer> {
+    fn relay_udp_connect(
+        &self,
+        rt: &tokio::runtime::Handle,
+        theirs: OwnedFd,
+        inode: u64,
+        domain: i32,
+        dest: SocketAddr,
+    ) -> io::Result<Answer> {
         let s = theirs.as_raw_fd();
         let agent = self.scope.agent.clone();
         let (parts, tx, inbound) = match rt.block_on(async { open(&agent, Transport::Udp, dest).await }) {
@@ -423,7 +441,14 @@ impl Call {
     }
 
     /// `sendto`/`sendmsg` with a destination on a datagram socket.
-    fn relay_datagram(&self, rt: &tokio::runtime::Handle, theirs: OwnedFd, inode: u64, domain: i32, dest: SocketAddr) -> io::Result<Answer> {
+    fn relay_datagram(
+        &self,
+        rt: &tokio::runtime::Handle,
+        theirs: OwnedFd,
+        inode: u64,
+        domain: i32,
+        dest: SocketAddr,
+    ) -> io::Result<Answer> {
         let s = theirs.as_raw_fd();
         let payload = match self.outgoing_payload() {
             Ok(p) => p,
@@ -436,7 +461,11 @@ impl Call {
                 // Answers arrive on the program's socket: it needs a port.
                 let mut local = sock_name(s, false)?;
                 if local.port() == 0 {
-                    let any = if domain == libc::AF_INET6 { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
+                    let any = if domain == libc::AF_INET6 {
+                        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+                    } else {
+                        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                    };
                     bind_fd(s, SocketAddr::new(any, 0), domain)?;
                     local = sock_name(s, false)?;
                 }
@@ -462,7 +491,8 @@ impl Call {
                     refresh_flags(&r);
                 }
                 Stats::count(&self.scope.stats.connections);
-                let sock = tokio::net::UdpSocket::from_std(stand_in).map_err(|e| io::Error::new(e.kind(), e.to_string()))?;
+                let sock =
+                    tokio::net::UdpSocket::from_std(stand_in).map_err(|e| io::Error::new(e.kind(), e.to_string()))?;
                 rt.spawn(pump_udp(sock, tx, inbound, Some(frx), stand_in_addr, inode));
                 ftx
             }
@@ -556,13 +586,19 @@ impl Call {
                 let raw = memory::read(tid, iov, iovlen * 16)?;
                 let pieces = raw
                     .chunks(16)
-                    .map(|c| (u64::from_ne_bytes(c[0..8].try_into().unwrap()), u64::from_ne_bytes(c[8..16].try_into().unwrap()) as usize))
+                    .map(|c| {
+                        (
+                            u64::from_ne_bytes(c[0..8].try_into().unwrap()),
+                            u64::from_ne_bytes(c[8..16].try_into().unwrap()) as usize,
+                        )
+                    })
                     .collect();
                 (pieces, a[2] as i32, u64::from_ne_bytes(head[0..8].try_into().unwrap()), a[1] + 8)
             }
         };
         let total: usize = pieces.iter().map(|p| p.1).sum::<usize>().min(1 << 20);
-        let nonblocking = flags & libc::MSG_DONTWAIT != 0 || unsafe { libc::fcntl(s, libc::F_GETFL) } & libc::O_NONBLOCK != 0;
+        let nonblocking =
+            flags & libc::MSG_DONTWAIT != 0 || unsafe { libc::fcntl(s, libc::F_GETFL) } & libc::O_NONBLOCK != 0;
         let timeout = rcvtimeo(s);
         let began = Instant::now();
         let mut buf = vec![0u8; total.max(1)];
@@ -594,7 +630,12 @@ impl Call {
                 return Ok(Answer::Continue); // the program is gone or was interrupted
             }
         };
-        let from_bytes = unsafe { std::slice::from_raw_parts((&from as *const libc::sockaddr_storage).cast::<u8>(), size_of::<libc::sockaddr_storage>()) };
+        let from_bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&from as *const libc::sockaddr_storage).cast::<u8>(),
+                size_of::<libc::sockaddr_storage>(),
+            )
+        };
         let source = decode(from_bytes);
         let shown = source.map(|src| REGISTRY.lock().unwrap().stand_ins.get(&src).copied().unwrap_or(src));
         if !self.listener.is_valid(self.n.id) {
@@ -627,7 +668,9 @@ impl Call {
 fn rcvtimeo(fd: RawFd) -> Option<Duration> {
     let mut tv: libc::timeval = unsafe { std::mem::zeroed() };
     let mut len = size_of::<libc::timeval>() as libc::socklen_t;
-    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&mut tv as *mut libc::timeval).cast(), &mut len) };
+    let r = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&mut tv as *mut libc::timeval).cast(), &mut len)
+    };
     (r == 0 && (tv.tv_sec > 0 || tv.tv_usec > 0)).then(|| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000))
 }
 
@@ -663,7 +706,12 @@ fn gather(tid: u32, iov: u64, count: usize, max: usize) -> io::Result<Vec<u8>> {
 }
 
 /// Copies a relayed TCP connection both ways until both directions end.
-async fn pump_tcp(stream: tokio::net::TcpStream, tx: mpsc::Sender<ConnectClient>, mut inbound: tonic::Streaming<ConnectServer>, inode: u64) {
+async fn pump_tcp(
+    stream: tokio::net::TcpStream,
+    tx: mpsc::Sender<ConnectClient>,
+    mut inbound: tonic::Streaming<ConnectServer>,
+    inode: u64,
+) {
     let (mut rd, mut wr) = stream.into_split();
     let up = tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
@@ -701,7 +749,13 @@ async fn pump_tcp(stream: tokio::net::TcpStream, tx: mpsc::Sender<ConnectClient>
         let linger = libc::linger { l_onoff: 1, l_linger: 0 };
         let fd = wr.as_ref().as_raw_fd();
         unsafe {
-            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_LINGER, (&linger as *const libc::linger).cast(), size_of::<libc::linger>() as libc::socklen_t)
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                size_of::<libc::linger>() as libc::socklen_t,
+            )
         };
         up.abort();
     } else {

@@ -128,7 +128,10 @@ impl Call {
             match call.scope.agent.write_file(&path, offset, data, truncate, false, 0).await {
                 Ok(_) => Some(Answer::Continue),
                 Err(errno) => {
-                    call.scope.stats.error(format!("{path}: the write did not reach the target ({})", io::Error::from_raw_os_error(errno)));
+                    call.scope.stats.error(format!(
+                        "{path}: the write did not reach the target ({})",
+                        io::Error::from_raw_os_error(errno)
+                    ));
                     Some(Answer::Errno(errno))
                 }
             }

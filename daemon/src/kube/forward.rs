@@ -86,7 +86,9 @@ async fn bridge(pods: Api<Pod>, pod: String, port: u16, mut tcp: TcpStream, stat
     let _ = tcp.set_nodelay(true);
     let mut pf = match pods.portforward(&pod, &[port]).await {
         Ok(pf) => pf,
-        Err(e) => return state.error(format!("opening a port-forward to pod {pod} port {port}: {}", super::describe(&e))),
+        Err(e) => {
+            return state.error(format!("opening a port-forward to pod {pod} port {port}: {}", super::describe(&e)));
+        }
     };
     let Some(mut upstream) = pf.take_stream(port) else {
         return state.error("the port-forward has no stream".into());

@@ -65,7 +65,8 @@ where
 /// each sorted by namespace and name.
 pub async fn list_targets(cluster: &Cluster, namespace: Option<&str>) -> anyhow::Result<Vec<Listed>> {
     let lp = ListParams::default();
-    let (d, s, p) = (api::<Deployment>(cluster, namespace), api::<StatefulSet>(cluster, namespace), api::<Pod>(cluster, namespace));
+    let (d, s, p) =
+        (api::<Deployment>(cluster, namespace), api::<StatefulSet>(cluster, namespace), api::<Pod>(cluster, namespace));
     let (deps, sets, pods) = futures::join!(d.list(&lp), s.list(&lp), p.list(&lp));
     let where_ = namespace.map(|n| format!("namespace {n}")).unwrap_or_else(|| "all namespaces".into());
     let deps = deps.map_err(|e| anyhow::anyhow!("listing deployments in {where_}: {}", describe(&e)))?;
@@ -172,7 +173,11 @@ pub fn run_ls(namespace: Option<String>, all: bool, json: bool) -> anyhow::Resul
         let mut out = std::io::stdout().lock();
         out.write_all(text.as_bytes())?;
         if !json && targets.is_empty() {
-            writeln!(out, "(nothing to target in {})", ns.as_deref().map(|n| format!("namespace {n}")).unwrap_or("the cluster".into()))?;
+            writeln!(
+                out,
+                "(nothing to target in {})",
+                ns.as_deref().map(|n| format!("namespace {n}")).unwrap_or("the cluster".into())
+            )?;
         }
         Ok(0)
     })
@@ -219,7 +224,13 @@ pub async fn list_agents(cluster: &Cluster, namespace: Option<&str>) -> anyhow::
     for j in jobs.items {
         let st = j.status.clone().unwrap_or_default();
         let finished = st.succeeded.unwrap_or(0) > 0 || st.failed.unwrap_or(0) > 0;
-        let state = if finished { "finished" } else if st.active.unwrap_or(0) > 0 { "running" } else { "pending" };
+        let state = if finished {
+            "finished"
+        } else if st.active.unwrap_or(0) > 0 {
+            "running"
+        } else {
+            "pending"
+        };
         let owner = annotation(&j.metadata, OWNER_ANNOTATION);
         rows.push(AgentRow {
             kind: "job",
@@ -276,8 +287,12 @@ pub async fn prune(cluster: &Cluster, rows: &[AgentRow]) -> anyhow::Result<Vec<S
     let mut done = Vec::new();
     for r in rows.iter().filter(|r| r.leftover) {
         let result = match r.kind {
-            "job" => Api::<Job>::namespaced(cluster.client.clone(), &r.namespace).delete(&r.name, &dp).await.map(|_| ()),
-            "pod" => Api::<Pod>::namespaced(cluster.client.clone(), &r.namespace).delete(&r.name, &dp).await.map(|_| ()),
+            "job" => {
+                Api::<Job>::namespaced(cluster.client.clone(), &r.namespace).delete(&r.name, &dp).await.map(|_| ())
+            }
+            "pod" => {
+                Api::<Pod>::namespaced(cluster.client.clone(), &r.namespace).delete(&r.name, &dp).await.map(|_| ())
+            }
             _ => continue,
         };
         match result {
@@ -320,7 +335,8 @@ pub fn run_agents(namespace: Option<String>, prune_them: bool, json: bool) -> an
         for p in &pruned {
             println!("deleted {p}");
         }
-        let left: Vec<String> = rows.iter().filter(|r| r.leftover).map(|r| format!("{}/{}", r.namespace, r.name)).collect();
+        let left: Vec<String> =
+            rows.iter().filter(|r| r.leftover).map(|r| format!("{}/{}", r.namespace, r.name)).collect();
         if !prune_them {
             if let Some(d) = tether_doctor::cluster::leftover_agents(&left) {
                 println!("{} [{}]; fix: {}", d.message, d.id, d.fix.map(|f| f.description).unwrap_or_default());

@@ -146,10 +146,13 @@ pub async fn cluster(source: &Source) -> anyhow::Result<Cluster> {
         }
     }
     let options = kube::config::KubeConfigOptions { context: source.context(), ..Default::default() };
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.with_context(|| match source.context() {
-        Some(c) => format!("using context `{c}` of the Kubernetes configuration (`kubectl config get-contexts` lists them)"),
-        None => "using the current context of the Kubernetes configuration".to_string(),
-    })?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.with_context(|| match source.context() {
+            Some(c) => format!(
+                "using context `{c}` of the Kubernetes configuration (`kubectl config get-contexts` lists them)"
+            ),
+            None => "using the current context of the Kubernetes configuration".to_string(),
+        })?;
     config.connect_timeout = Some(Duration::from_secs(10));
     let namespace = config.default_namespace.clone();
     let server = config.cluster_url.to_string();

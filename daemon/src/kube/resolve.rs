@@ -98,7 +98,12 @@ fn pick(target: &str, namespace: &str, mut pods: Vec<Pod>) -> anyhow::Result<Pod
 }
 
 /// The pod a workload's selector matches, the oldest ready one.
-async fn workload_pod(cluster: &Cluster, ns: &str, target: &str, selector: Option<LabelSelector>) -> anyhow::Result<Pod> {
+async fn workload_pod(
+    cluster: &Cluster,
+    ns: &str,
+    target: &str,
+    selector: Option<LabelSelector>,
+) -> anyhow::Result<Pod> {
     let sel = selector.map(|s| selector_string(&s)).unwrap_or_default();
     if sel.is_empty() {
         bail!("{target} has no pod selector");
@@ -144,10 +149,9 @@ pub async fn resolve(
             let s = Api::<StatefulSet>::namespaced(cluster.client.clone(), ns).get(name).await.map_err(not_found)?;
             workload_pod(cluster, ns, &target, Some(s.spec.selector)).await?
         }
-        other => bail!(
-            "{} targets are not supported yet; use pod/NAME, deployment/NAME or statefulset/NAME",
-            other.as_str()
-        ),
+        other => {
+            bail!("{} targets are not supported yet; use pod/NAME, deployment/NAME or statefulset/NAME", other.as_str())
+        }
     };
     let pod_name = pod.metadata.name.clone().context("the pod has no name")?;
     let names = container_names(&pod);
@@ -206,7 +210,8 @@ mod tests {
         tokio::spawn(async move {
             while let Some((req, send)) = handle.next_request().await {
                 let (code, body) = answer(&req);
-                let resp = Response::builder().status(code).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap();
+                let resp =
+                    Response::builder().status(code).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap();
                 send.send_response(resp);
             }
         });
@@ -218,12 +223,18 @@ mod tests {
             let path = req.uri().path().to_string();
             let query = req.uri().query().unwrap_or("").to_string();
             if path == "/apis/apps/v1/namespaces/default/deployments/web" {
-                (200, json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-                    "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {}}}))
+                (
+                    200,
+                    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                    "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {}}}),
+                )
             } else if path == "/api/v1/namespaces/default/pods" && query.contains("labelSelector=app%3Dweb") {
                 (200, json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": pods.clone()}))
             } else {
-                (404, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": format!("{path} not found"), "reason": "NotFound", "code": 404}))
+                (
+                    404,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": format!("{path} not found"), "reason": "NotFound", "code": 404}),
+                )
             }
         })
     }

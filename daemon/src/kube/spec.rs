@@ -201,7 +201,17 @@ mod tests {
         let p = s.ephemeral_patch("app");
         let c = &p["spec"]["ephemeralContainers"][0];
         assert_eq!(c["targetContainerName"], "app");
-        assert_eq!(c["args"], json!(["--target-container-id", "containerd://abc123", "--listen", "0.0.0.0:47000", "--idle-timeout", "15"]));
+        assert_eq!(
+            c["args"],
+            json!([
+                "--target-container-id",
+                "containerd://abc123",
+                "--listen",
+                "0.0.0.0:47000",
+                "--idle-timeout",
+                "15"
+            ])
+        );
         assert_eq!(c["env"][0], json!({"name": "TETHER_AGENT_TOKEN", "value": "s3cret"}));
         assert!(!c["args"].to_string().contains("s3cret"));
         assert_eq!(c["securityContext"]["capabilities"]["add"], json!(["SYS_ADMIN", "SYS_PTRACE"]));

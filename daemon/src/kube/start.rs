@@ -42,8 +42,14 @@ use crate::agent::Agent;
 enum Owned {
     /// Ephemeral containers cannot be removed; the agent exits by itself.
     Nothing,
-    Job { namespace: String, name: String },
-    Pod { namespace: String, name: String },
+    Job {
+        namespace: String,
+        name: String,
+    },
+    Pod {
+        namespace: String,
+        name: String,
+    },
 }
 
 /// How long each step took, for the log and the benchmark.
@@ -101,8 +107,12 @@ impl Drop for KubeAgent {
             let dp = DeleteParams::background();
             let result = match &owned {
                 Owned::Nothing => return,
-                Owned::Job { namespace, name } => Api::<Job>::namespaced(client, namespace).delete(name, &dp).await.map(|_| ()),
-                Owned::Pod { namespace, name } => Api::<Pod>::namespaced(client, namespace).delete(name, &dp).await.map(|_| ()),
+                Owned::Job { namespace, name } => {
+                    Api::<Job>::namespaced(client, namespace).delete(name, &dp).await.map(|_| ())
+                }
+                Owned::Pod { namespace, name } => {
+                    Api::<Pod>::namespaced(client, namespace).delete(name, &dp).await.map(|_| ())
+                }
             };
             if let Err(e) = result {
                 tracing::warn!(?owned, "deleting the agent: {}", describe(&e));
@@ -143,7 +153,10 @@ pub async fn start(
         step = Instant::now();
     };
     let cluster = super::cluster(source).await?;
-    let ns = namespace.map(str::to_string).or_else(|| config.target.namespace.clone()).unwrap_or_else(|| cluster.namespace.clone());
+    let ns = namespace
+        .map(str::to_string)
+        .or_else(|| config.target.namespace.clone())
+        .unwrap_or_else(|| cluster.namespace.clone());
     let agent_ns = config.agent.namespace.clone().unwrap_or_else(|| ns.clone());
     lap(&mut timings, "config");
 
@@ -195,7 +208,8 @@ pub async fn start(
     let pod_name = match wait_running(&pods, &watch, &name, deadline).await {
         Ok(p) => p,
         Err(e) => {
-            let advice = advice(&cluster, resolved.as_ref().and_then(|r| r.node.as_deref()), &e.to_string(), config).await;
+            let advice =
+                advice(&cluster, resolved.as_ref().and_then(|r| r.node.as_deref()), &e.to_string(), config).await;
             cleanup_now(&cluster, &owned).await;
             return Err(e.context(advice.unwrap_or_default()));
         }
@@ -203,7 +217,8 @@ pub async fn start(
     timings.agent_wait += wait_began.elapsed();
     step = Instant::now();
 
-    let forward = Forward::start(pods.clone(), pod_name.clone(), port).await.context("listening for the port-forward")?;
+    let forward =
+        Forward::start(pods.clone(), pod_name.clone(), port).await.context("listening for the port-forward")?;
     let mut last_err = None;
     let mut agent = None;
     while Instant::now() < deadline {
@@ -229,7 +244,11 @@ pub async fn start(
             forward.last_error().or(last_err).unwrap_or_default()
         );
         if let Some(d) = diagnostics.iter().find(|d| d.id == "cluster-service-mesh") {
-            message.push_str(&format!("\n  {} [{}]", d.fix.as_ref().map(|f| f.description.as_str()).unwrap_or(""), d.id));
+            message.push_str(&format!(
+                "\n  {} [{}]",
+                d.fix.as_ref().map(|f| f.description.as_str()).unwrap_or(""),
+                d.id
+            ));
         }
         cleanup_now(&cluster, &owned).await;
         bail!(message);
@@ -238,7 +257,9 @@ pub async fn start(
     timings.steps.push(("connect", step.elapsed()));
     timings.total = began.elapsed();
     let location = match (&resolved, mode) {
-        (Some(r), Mode::Ephemeral) => format!("{pod_ns}/{pod_name} container {name} (target container {})", r.container),
+        (Some(r), Mode::Ephemeral) => {
+            format!("{pod_ns}/{pod_name} container {name} (target container {})", r.container)
+        }
         _ => format!("{pod_ns}/{pod_name}"),
     };
     let steps: Vec<String> = timings.steps.iter().map(|(n, d)| format!("{n} {:.1}ms", d.as_secs_f64() * 1e3)).collect();
@@ -287,7 +308,9 @@ async fn create(
             let patch = spec.ephemeral_patch(&r.container);
             pods.patch_ephemeral_containers(&r.pod_name, &PatchParams::default(), &Patch::Strategic(patch))
                 .await
-                .map_err(|e| anyhow::anyhow!("adding the agent's ephemeral container to pod {}: {}", r.pod_name, describe(&e)))?;
+                .map_err(|e| {
+                    anyhow::anyhow!("adding the agent's ephemeral container to pod {}: {}", r.pod_name, describe(&e))
+                })?;
             Ok((r.namespace.clone(), Owned::Nothing, Watch::Pod(r.pod_name.clone())))
         }
         (Mode::Job, Some(r)) => {
@@ -330,12 +353,20 @@ fn agent_state(pod: &Pod, container: &str) -> Result<bool, String> {
         return Ok(true);
     }
     if let Some(t) = &state.terminated {
-        let words = t.message.clone().or_else(|| t.reason.clone()).unwrap_or_else(|| format!("exit code {}", t.exit_code));
+        let words =
+            t.message.clone().or_else(|| t.reason.clone()).unwrap_or_else(|| format!("exit code {}", t.exit_code));
         return Err(format!("the agent exited: {}", words.trim()));
     }
     if let Some(w) = &state.waiting {
         let reason = w.reason.as_deref().unwrap_or("");
-        if matches!(reason, "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "CreateContainerConfigError" | "CreateContainerError") {
+        if matches!(
+            reason,
+            "ErrImagePull"
+                | "ImagePullBackOff"
+                | "InvalidImageName"
+                | "CreateContainerConfigError"
+                | "CreateContainerError"
+        ) {
             return Err(format!(
                 "the agent's container cannot start: {reason}: {} (check agent.image)",
                 w.message.as_deref().unwrap_or("")
@@ -435,8 +466,12 @@ async fn cleanup_now(cluster: &Cluster, owned: &Owned) {
     let dp = DeleteParams::background();
     let _ = match owned {
         Owned::Nothing => return,
-        Owned::Job { namespace, name } => Api::<Job>::namespaced(cluster.client.clone(), namespace).delete(name, &dp).await.map(|_| ()),
-        Owned::Pod { namespace, name } => Api::<Pod>::namespaced(cluster.client.clone(), namespace).delete(name, &dp).await.map(|_| ()),
+        Owned::Job { namespace, name } => {
+            Api::<Job>::namespaced(cluster.client.clone(), namespace).delete(name, &dp).await.map(|_| ())
+        }
+        Owned::Pod { namespace, name } => {
+            Api::<Pod>::namespaced(cluster.client.clone(), namespace).delete(name, &dp).await.map(|_| ())
+        }
     };
 }
 
@@ -462,7 +497,8 @@ mod tests {
         pull["state"] = json!({"waiting": {"reason": "ErrImagePull", "message": "not found"}});
         assert!(agent_state(&pod(pull), "tether-agent-1").unwrap_err().contains("check agent.image"));
         let mut dead = base.clone();
-        dead["state"] = json!({"terminated": {"exitCode": 2, "message": "tether-agent: setns: Operation not permitted\n"}});
+        dead["state"] =
+            json!({"terminated": {"exitCode": 2, "message": "tether-agent: setns: Operation not permitted\n"}});
         let e = agent_state(&pod(dead), "tether-agent-1").unwrap_err();
         assert!(e.ends_with("Operation not permitted"), "{e}");
         assert_eq!(agent_state(&pod(base), "other"), Ok(false));

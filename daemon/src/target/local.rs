@@ -37,7 +37,9 @@ pub fn check_pid(pid: u32) -> anyhow::Result<()> {
         bail!("target pid:{pid}: no such process (check the pid with `ps -p {pid}`)");
     }
     if let Err(e) = std::fs::File::open(format!("{dir}/ns/net")) {
-        bail!("target pid:{pid}: may not enter its network namespace ({e}); run tether as the process's user or as root");
+        bail!(
+            "target pid:{pid}: may not enter its network namespace ({e}); run tether as the process's user or as root"
+        );
     }
     if let Err(e) = std::fs::read_dir(format!("{dir}/root/")) {
         bail!("target pid:{pid}: may not read its root file system ({e}); run tether as the process's user or as root");
@@ -46,7 +48,12 @@ pub fn check_pid(pid: u32) -> anyhow::Result<()> {
 }
 
 /// Starts an agent for `pid` and connects to it.
-pub async fn start(pid: u32, startup_timeout: Duration, idle_timeout: Duration, fd_dir: &std::path::Path) -> anyhow::Result<LocalAgent> {
+pub async fn start(
+    pid: u32,
+    startup_timeout: Duration,
+    idle_timeout: Duration,
+    fd_dir: &std::path::Path,
+) -> anyhow::Result<LocalAgent> {
     check_pid(pid)?;
     let bin = match std::env::var_os("TETHER_AGENT_BIN") {
         Some(p) => p.into(),

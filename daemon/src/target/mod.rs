@@ -37,10 +37,14 @@ impl TargetSpec {
         let s = s.trim();
         match parse_target(s) {
             Ok(TargetPath::Pid(p)) => Ok(TargetSpec::Pid(p)),
-            Ok(path @ TargetPath::Targetless) => Ok(TargetSpec::Kube { path, namespace: None, source: Default::default() }),
-            Ok(path @ TargetPath::Kube { kind: TargetKind::Pod | TargetKind::Deployment | TargetKind::StatefulSet, .. }) => {
+            Ok(path @ TargetPath::Targetless) => {
                 Ok(TargetSpec::Kube { path, namespace: None, source: Default::default() })
             }
+            Ok(
+                path @ TargetPath::Kube {
+                    kind: TargetKind::Pod | TargetKind::Deployment | TargetKind::StatefulSet, ..
+                },
+            ) => Ok(TargetSpec::Kube { path, namespace: None, source: Default::default() }),
             Ok(TargetPath::Kube { kind, .. }) => bail!(
                 "target `{s}`: {} targets are not supported yet; use pod/NAME, deployment/NAME, statefulset/NAME or targetless",
                 kind.as_str()
@@ -180,7 +184,10 @@ mod tests {
         let web = TargetSpec::parse("deployment/web").unwrap();
         assert_eq!(web.to_string(), "deployment/web");
         assert!(matches!(web, TargetSpec::Kube { namespace: None, .. }));
-        assert_eq!(TargetSpec::parse("statefulset/db/container/pg").unwrap().to_string(), "statefulset/db/container/pg");
+        assert_eq!(
+            TargetSpec::parse("statefulset/db/container/pg").unwrap().to_string(),
+            "statefulset/db/container/pg"
+        );
         assert_eq!(TargetSpec::parse("targetless").unwrap().to_string(), "targetless");
         assert!(TargetSpec::parse("cronjob/x").unwrap_err().to_string().contains("not supported yet"));
         assert!(TargetSpec::parse("deploymnet/web").unwrap_err().to_string().contains("did you mean `deployment`"));
@@ -188,7 +195,10 @@ mod tests {
         let mut config = Config::default();
         config.target.namespace = Some("shop".into());
         config.target.context = Some("staging".into());
-        let source = |kubeconfig: Option<&str>| crate::kube::Source { kubeconfig: kubeconfig.map(String::from), context: Some("staging".into()) };
+        let source = |kubeconfig: Option<&str>| crate::kube::Source {
+            kubeconfig: kubeconfig.map(String::from),
+            context: Some("staging".into()),
+        };
         let path = parse_target("deployment/web").unwrap();
         assert_eq!(
             web.with_config(&config),
@@ -197,7 +207,10 @@ mod tests {
         // The same workload through another kubeconfig is another target (another agent).
         let client = |k: &str| crate::kube::Source { kubeconfig: Some(k.into()), context: None };
         let other = web.clone().with_client(client("/home/u/.kube/staging")).with_config(&config);
-        assert_eq!(other, TargetSpec::Kube { path, namespace: Some("shop".into()), source: source(Some("/home/u/.kube/staging")) });
+        assert_eq!(
+            other,
+            TargetSpec::Kube { path, namespace: Some("shop".into()), source: source(Some("/home/u/.kube/staging")) }
+        );
         assert_ne!(other, web.with_config(&config));
         assert_eq!(web.clone().with_client(client("")), web, "an empty KUBECONFIG means none");
         // The client's TETHER_KUBE_CONTEXT wins over the config's.

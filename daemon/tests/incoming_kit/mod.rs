@@ -88,17 +88,11 @@ impl Program {
             cmd.arg("--config").arg(config);
         }
         cmd.arg("--").args(program);
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
         let (tx, lines) = mpsc::channel();
-        for out in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
+        for out in
+            [Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stderr.take().unwrap())]
+        {
             let tx = tx.clone();
             std::thread::spawn(move || {
                 for l in BufReader::new(out).lines().map_while(Result::ok) {
@@ -106,12 +100,7 @@ impl Program {
                 }
             });
         }
-        Program {
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            seen: Vec::new(),
-        }
+        Program { stdin: child.stdin.take(), child, lines, seen: Vec::new() }
     }
 
     /// [`SERVER`] on `port` for a local pod, once it listens.
@@ -143,10 +132,7 @@ impl Program {
                 Err(_) => break,
             }
         }
-        panic!(
-            "no line with {what:?}; output so far:\n{}\n--- daemon log\n{log}",
-            self.seen.join("\n")
-        );
+        panic!("no line with {what:?}; output so far:\n{}\n--- daemon log\n{log}", self.seen.join("\n"));
     }
 
     pub fn send(&mut self, line: &str) {
@@ -169,18 +155,14 @@ pub struct Conn(pub TcpStream);
 impl Conn {
     pub fn open(client: &ClientNetns, to: &str) -> Conn {
         let to: SocketAddr = to.parse().unwrap();
-        let s = client
-            .run(move || TcpStream::connect_timeout(&to, Duration::from_secs(5)))
-            .unwrap()
-            .expect("connect");
+        let s = client.run(move || TcpStream::connect_timeout(&to, Duration::from_secs(5))).unwrap().expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         Conn(s)
     }
 
     /// One request on this connection; the response body.
     pub fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> String {
-        self.try_get(path, headers)
-            .unwrap_or_else(|e| panic!("{e}"))
+        self.try_get(path, headers).unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn try_get(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<String, String> {
@@ -189,9 +171,7 @@ impl Conn {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
         req.push_str("\r\n");
-        self.0
-            .write_all(req.as_bytes())
-            .map_err(|e| format!("sending {path}: {e}"))?;
+        self.0.write_all(req.as_bytes()).map_err(|e| format!("sending {path}: {e}"))?;
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
@@ -209,16 +189,10 @@ impl Conn {
         let head = String::from_utf8_lossy(&head).to_string();
         let len: usize = head
             .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().parse().unwrap())
-            })
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
             .ok_or_else(|| format!("no content-length in {head}"))?;
         let mut body = vec![0u8; len];
-        self.0
-            .read_exact(&mut body)
-            .map_err(|e| format!("body of {path}: {e}"))?;
+        self.0.read_exact(&mut body).map_err(|e| format!("body of {path}: {e}"))?;
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
 }
@@ -231,10 +205,7 @@ pub fn get(client: &ClientNetns, to: &str, path: &str, headers: &[(&str, &str)])
 /// A request on a new connection that may fail (short timeout).
 pub fn try_get(client: &ClientNetns, to: &str, path: &str) -> Option<String> {
     let to: SocketAddr = to.parse().unwrap();
-    let s = client
-        .run(move || TcpStream::connect_timeout(&to, Duration::from_secs(1)))
-        .ok()?
-        .ok()?;
+    let s = client.run(move || TcpStream::connect_timeout(&to, Duration::from_secs(1))).ok()?.ok()?;
     s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
     Conn(s).try_get(path, &[]).ok()
 }
@@ -242,10 +213,7 @@ pub fn try_get(client: &ClientNetns, to: &str, path: &str) -> Option<String> {
 pub const WEB: &str = "198.18.0.10:80";
 
 pub fn nft_tables(pod: &Pod) -> String {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &pod.netns, "nft", "list", "tables"])
-        .output()
-        .unwrap();
+    let out = Command::new("ip").args(["netns", "exec", &pod.netns, "nft", "list", "tables"]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -263,7 +231,6 @@ pub fn eventually<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Opti
     }
 }
 
-
 /// Listens on 127.0.0.1:3000 for half a second, then prints `listened`.
 pub const LISTEN_3000: &str = "import socket, time\n\
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
@@ -277,7 +244,8 @@ pub fn assert_port_not_served(tether: &Command, port: u16, served: u16) {
         cmd.args(tether.get_args()).args(["status", "--json"]);
         cmd.envs(tether.get_envs().filter_map(|(k, v)| Some((k, v?))));
         let status = run(&mut cmd);
-        let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|_| panic!("{}", text(&status)));
+        let v: serde_json::Value =
+            serde_json::from_slice(&status.stdout).unwrap_or_else(|_| panic!("{}", text(&status)));
         let found: Vec<serde_json::Value> = v["sessions"]
             .as_array()
             .unwrap()

@@ -57,7 +57,8 @@ pub(crate) fn set_status(shared: &Arc<Shared>, slot: &Slot, container: &str, sta
         .and_then(|cs| cs.iter().find(|c| c["name"] == container))
         .map(|c| c["image"].clone())
         .unwrap_or(json!(""));
-    let entry = json!({"name": container, "image": image, "imageID": "", "ready": ready, "restartCount": 0, "state": state});
+    let entry =
+        json!({"name": container, "image": image, "imageID": "", "ready": ready, "restartCount": 0, "state": state});
     let list = obj["status"][field].as_array().cloned().unwrap_or_default();
     let mut list: Vec<Value> = list.into_iter().filter(|c| c["name"] != container).collect();
     list.push(entry);
@@ -82,7 +83,9 @@ pub(crate) fn set_status(shared: &Arc<Shared>, slot: &Slot, container: &str, sta
         if let Some(mut j) = st.get(Kind::Job, ns, &job).cloned() {
             let status = match phase {
                 "Running" => json!({"active": 1, "startTime": now_rfc3339()}),
-                "Succeeded" => json!({"succeeded": 1, "completionTime": now_rfc3339(), "conditions": [{"type": "Complete", "status": "True"}]}),
+                "Succeeded" => {
+                    json!({"succeeded": 1, "completionTime": now_rfc3339(), "conditions": [{"type": "Complete", "status": "True"}]})
+                }
                 "Failed" => json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True"}]}),
                 _ => json!({}),
             };
@@ -120,10 +123,18 @@ pub(crate) fn spawn(shared: &Arc<Shared>, slot: Slot, container: &Value, netns: 
         );
         return;
     }
-    let command: Vec<String> = container["command"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
-    let mut args: Vec<String> = container["args"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
+    let command: Vec<String> =
+        container["command"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
+    let mut args: Vec<String> =
+        container["args"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
     if command.first().map(String::as_str) != Some("tether-agent") {
-        set_status(shared, &slot, &name, json!({"terminated": {"exitCode": 127, "reason": "Error", "message": "the fake runs only tether-agent"}}), false);
+        set_status(
+            shared,
+            &slot,
+            &name,
+            json!({"terminated": {"exitCode": 127, "reason": "Error", "message": "the fake runs only tether-agent"}}),
+            false,
+        );
         return;
     }
     args.splice(0..0, command[1..].iter().cloned());
@@ -152,13 +163,26 @@ pub(crate) fn spawn(shared: &Arc<Shared>, slot: Slot, container: &Value, netns: 
     let ns_fd = match crate::netns::open_ns(netns) {
         Ok(fd) => fd,
         Err(e) => {
-            set_status(shared, &slot, &name, json!({"terminated": {"exitCode": 128, "reason": "StartError", "message": e.to_string()}}), false);
+            set_status(
+                shared,
+                &slot,
+                &name,
+                json!({"terminated": {"exitCode": 128, "reason": "StartError", "message": e.to_string()}}),
+                false,
+            );
             return;
         }
     };
     let mut cmd = Command::new(&shared.agent_bin);
     // A container runtime starts the process with the image's PATH (the Dockerfile's default).
-    cmd.args(&args).env_clear().env("PATH", IMAGE_PATH).envs(env).env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(&args)
+        .env_clear()
+        .env("PATH", IMAGE_PATH)
+        .envs(env)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let raw = ns_fd.as_raw_fd();
     // SAFETY: setns is async-signal-safe; `ns_fd` outlives the spawn.
     unsafe { cmd.pre_exec(move || crate::netns::setns_net(raw)) };
@@ -167,7 +191,13 @@ pub(crate) fn spawn(shared: &Arc<Shared>, slot: Slot, container: &Value, netns: 
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            set_status(shared, &slot, &name, json!({"terminated": {"exitCode": 128, "reason": "StartError", "message": e.to_string()}}), false);
+            set_status(
+                shared,
+                &slot,
+                &name,
+                json!({"terminated": {"exitCode": 128, "reason": "StartError", "message": e.to_string()}}),
+                false,
+            );
             return;
         }
     };
@@ -175,7 +205,14 @@ pub(crate) fn spawn(shared: &Arc<Shared>, slot: Slot, container: &Value, netns: 
     let pid = child.id();
     let (ns, pod) = slot.pod();
     let record_name = format!("{ns}/{pod}/{name}");
-    shared.lock().agents.push(AgentRecord { name: record_name.clone(), args: args.clone(), started, ready_after: None, exit: None, pid });
+    shared.lock().agents.push(AgentRecord {
+        name: record_name.clone(),
+        args: args.clone(),
+        started,
+        ready_after: None,
+        exit: None,
+        pid,
+    });
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     let tail = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::<String>::new()));

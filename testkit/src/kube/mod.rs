@@ -176,7 +176,8 @@ fn now_rfc3339() -> String {
 impl State {
     fn next_id(&mut self) -> String {
         self.counter += 1;
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         format!("{:08x}{:08x}{:016x}", std::process::id(), nanos, self.counter)
     }
 
@@ -203,7 +204,13 @@ impl State {
         obj
     }
 
-    pub(crate) fn remove(&mut self, kind: Kind, ns: &str, name: &str, tx: &tokio::sync::broadcast::Sender<Event>) -> Option<Value> {
+    pub(crate) fn remove(
+        &mut self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        tx: &tokio::sync::broadcast::Sender<Event>,
+    ) -> Option<Value> {
         let mut obj = self.objects.remove(&(kind, ns.to_string(), name.to_string()))?;
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
@@ -214,7 +221,14 @@ impl State {
         Some(obj)
     }
 
-    fn record(&mut self, kind: Kind, namespace: String, type_: &'static str, object: Value, tx: &tokio::sync::broadcast::Sender<Event>) {
+    fn record(
+        &mut self,
+        kind: Kind,
+        namespace: String,
+        type_: &'static str,
+        object: Value,
+        tx: &tokio::sync::broadcast::Sender<Event>,
+    ) {
         let e = Event { rv: self.rv, kind, namespace, type_, object };
         if self.events.len() >= 4000 {
             self.events.pop_front();
@@ -388,7 +402,8 @@ impl FakeCluster {
             } else {
                 json!({"waiting": {"reason": "ContainerCreating"}})
             };
-            statuses.push(json!({"name": c, "image": format!("registry.test/{c}:1"), "imageID": "", "ready": pod.ready,
+            statuses
+                .push(json!({"name": c, "image": format!("registry.test/{c}:1"), "imageID": "", "ready": pod.ready,
                 "restartCount": 0, "started": pod.ready, "containerID": format!("containerd://{id}"), "state": st}));
         }
         let obj = json!({
@@ -409,7 +424,15 @@ impl FakeCluster {
         Ok(())
     }
 
-    fn add_workload(&self, kind: Kind, ns: &str, name: &str, selector: &[(&str, &str)], containers: &[&str], replicas: i32) {
+    fn add_workload(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        selector: &[(&str, &str)],
+        containers: &[&str],
+        replicas: i32,
+    ) {
         let labels: BTreeMap<&str, &str> = selector.iter().copied().collect();
         self.put(
             kind,

@@ -17,8 +17,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use super::server::{Body, full, status};
 use super::Shared;
+use super::server::{Body, full, status};
 
 const PROTOCOLS: [&str; 2] = ["v4.channel.k8s.io", "portforward.k8s.io"];
 
@@ -36,7 +36,9 @@ pub(crate) async fn upgrade(shared: Arc<Shared>, req: Request<Incoming>, ns: &st
         return status(
             400,
             "BadRequest",
-            format!("the fake API server does not speak {offered:?} for port-forward (only v4.channel.k8s.io; SPDY tunnelling is not supported)"),
+            format!(
+                "the fake API server does not speak {offered:?} for port-forward (only v4.channel.k8s.io; SPDY tunnelling is not supported)"
+            ),
         );
     };
     let protocol = protocol.to_string();

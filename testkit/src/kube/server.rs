@@ -42,7 +42,11 @@ pub(crate) fn full(code: StatusCode, content_type: &str, body: Vec<u8>) -> Respo
 }
 
 pub(crate) fn json_response(code: u16, v: &Value) -> Response<Body> {
-    full(StatusCode::from_u16(code).unwrap_or(StatusCode::OK), "application/json", serde_json::to_vec(v).unwrap_or_default())
+    full(
+        StatusCode::from_u16(code).unwrap_or(StatusCode::OK),
+        "application/json",
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
 }
 
 pub(crate) fn status(code: u16, reason: &str, message: String) -> Response<Body> {
@@ -207,9 +211,13 @@ fn resource(name: &str, kind: &str, namespaced: bool, verbs: &[&str], short: &[&
 fn discovery(path: &[&str]) -> Option<Value> {
     let rw = ["create", "delete", "get", "list", "patch", "update", "watch"];
     Some(match path {
-        ["version"] => json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-tether-fake", "gitCommit": "", "gitTreeState": "clean",
-            "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.23", "compiler": "gc", "platform": "linux/amd64"}),
-        ["api"] => json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}),
+        ["version"] => {
+            json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-tether-fake", "gitCommit": "", "gitTreeState": "clean",
+            "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.23", "compiler": "gc", "platform": "linux/amd64"})
+        }
+        ["api"] => {
+            json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]})
+        }
         ["apis"] => {
             let group = |g: &str| json!({"name": g, "versions": [{"groupVersion": format!("{g}/v1"), "version": "v1"}], "preferredVersion": {"groupVersion": format!("{g}/v1"), "version": "v1"}});
             json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group("apps"), group("batch"), group("authorization.k8s.io")]})
@@ -221,16 +229,22 @@ fn discovery(path: &[&str]) -> Option<Value> {
             resource("nodes", "Node", false, &["get", "list"], &["no"]),
             resource("namespaces", "Namespace", false, &["get", "list"], &["ns"]),
         ]}),
-        ["apis", "apps", "v1"] => json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "apps/v1", "resources": [
-            resource("deployments", "Deployment", true, &["get", "list", "watch"], &["deploy"]),
-            resource("statefulsets", "StatefulSet", true, &["get", "list", "watch"], &["sts"]),
-        ]}),
-        ["apis", "batch", "v1"] => json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "batch/v1", "resources": [
-            resource("jobs", "Job", true, &["create", "delete", "get", "list", "watch"], &[]),
-        ]}),
-        ["apis", "authorization.k8s.io", "v1"] => json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "authorization.k8s.io/v1", "resources": [
-            resource("selfsubjectaccessreviews", "SelfSubjectAccessReview", false, &["create"], &[]),
-        ]}),
+        ["apis", "apps", "v1"] => {
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "apps/v1", "resources": [
+                resource("deployments", "Deployment", true, &["get", "list", "watch"], &["deploy"]),
+                resource("statefulsets", "StatefulSet", true, &["get", "list", "watch"], &["sts"]),
+            ]})
+        }
+        ["apis", "batch", "v1"] => {
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "batch/v1", "resources": [
+                resource("jobs", "Job", true, &["create", "delete", "get", "list", "watch"], &[]),
+            ]})
+        }
+        ["apis", "authorization.k8s.io", "v1"] => {
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "authorization.k8s.io/v1", "resources": [
+                resource("selfsubjectaccessreviews", "SelfSubjectAccessReview", false, &["create"], &[]),
+            ]})
+        }
         _ => return None,
     })
 }
@@ -262,10 +276,13 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>, group: &str, rest: &
     let r: Vec<&str> = rest.iter().map(String::as_str).collect();
     let method = req.method().clone();
     match (group, r.as_slice()) {
-        ("authorization.k8s.io", ["selfsubjectaccessreviews"]) if method == Method::POST => access_review(shared, req).await,
-        (_, ["namespaces", ns]) if method == Method::GET => {
-            json_response(200, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}, "status": {"phase": "Active"}}))
+        ("authorization.k8s.io", ["selfsubjectaccessreviews"]) if method == Method::POST => {
+            access_review(shared, req).await
         }
+        (_, ["namespaces", ns]) if method == Method::GET => json_response(
+            200,
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}, "status": {"phase": "Active"}}),
+        ),
         (g, [plural]) => match kind_of(g, plural) {
             Some(kind) if method == Method::GET => list_or_watch(shared, &req, kind, None).await,
             _ => status(405, "MethodNotAllowed", format!("{method} {plural} is not served by the fake")),
@@ -290,7 +307,9 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>, group: &str, rest: &
             Method::PATCH | Method::PUT => ephemeral(shared, req, ns, name).await,
             _ => status(405, "MethodNotAllowed", "ephemeralcontainers: GET, PATCH, PUT".into()),
         },
-        ("", ["namespaces", ns, "pods", name, "portforward"]) => super::portforward::upgrade(shared, req, ns, name).await,
+        ("", ["namespaces", ns, "pods", name, "portforward"]) => {
+            super::portforward::upgrade(shared, req, ns, name).await
+        }
         _ => status(404, "NotFound", format!("the fake API server does not serve {}", req.uri().path())),
     }
 }
@@ -320,11 +339,23 @@ fn table(kind: Kind, items: &[Value], rv: u64) -> Value {
     let col = |name: &str, ty: &str, format: &str| json!({"name": name, "type": ty, "format": format, "description": "", "priority": 0});
     let (columns, cells): (Vec<Value>, Box<dyn Fn(&Value) -> Vec<Value>>) = match kind {
         Kind::Pod => (
-            vec![col("Name", "string", "name"), col("Ready", "string", ""), col("Status", "string", ""), col("Restarts", "string", ""), col("Age", "string", "")],
+            vec![
+                col("Name", "string", "name"),
+                col("Ready", "string", ""),
+                col("Status", "string", ""),
+                col("Restarts", "string", ""),
+                col("Age", "string", ""),
+            ],
             Box::new(|o: &Value| {
                 let cs = o["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
                 let ready = cs.iter().filter(|c| c["ready"] == true).count();
-                vec![o["metadata"]["name"].clone(), json!(format!("{ready}/{}", cs.len())), o["status"]["phase"].clone(), json!("0"), json!(age(o))]
+                vec![
+                    o["metadata"]["name"].clone(),
+                    json!(format!("{ready}/{}", cs.len())),
+                    o["status"]["phase"].clone(),
+                    json!("0"),
+                    json!(age(o)),
+                ]
             }),
         ),
         Kind::Deployment | Kind::StatefulSet => (
@@ -372,12 +403,8 @@ async fn list_or_watch(shared: Arc<Shared>, req: &Request<Incoming>, kind: Kind,
         return watch(shared, sel, since, Duration::from_secs(timeout));
     }
     let st = shared.lock();
-    let items: Vec<Value> = st
-        .objects
-        .iter()
-        .filter(|((k, n, _), v)| sel.matches(*k, n, v))
-        .map(|(_, v)| v.clone())
-        .collect();
+    let items: Vec<Value> =
+        st.objects.iter().filter(|((k, n, _), v)| sel.matches(*k, n, v)).map(|(_, v)| v.clone()).collect();
     if wants_table(req) {
         return json_response(200, &table(kind, &items, st.rv));
     }
@@ -405,10 +432,16 @@ fn watch(shared: Arc<Shared>, sel: Selection, since: u64, timeout: Duration) -> 
             st.objects
                 .iter()
                 .filter(|((k, n, _), v)| sel.matches(*k, n, v))
-                .map(|((k, n, _), v)| event_line(&Event { rv: st.rv, kind: *k, namespace: n.clone(), type_: "ADDED", object: v.clone() }))
+                .map(|((k, n, _), v)| {
+                    event_line(&Event { rv: st.rv, kind: *k, namespace: n.clone(), type_: "ADDED", object: v.clone() })
+                })
                 .collect()
         } else {
-            st.events.iter().filter(|e| e.rv > since && sel.matches(e.kind, &e.namespace, &e.object)).map(event_line).collect()
+            st.events
+                .iter()
+                .filter(|e| e.rv > since && sel.matches(e.kind, &e.namespace, &e.object))
+                .map(event_line)
+                .collect()
         }
     };
     let last_sent = if since == 0 { shared.lock().rv } else { since };
@@ -435,7 +468,9 @@ fn watch(shared: Arc<Shared>, sel: Selection, since: u64, timeout: Duration) -> 
             }
         }
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx)) });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
     Response::builder()
         .status(200)
         .header("content-type", "application/json")
@@ -497,8 +532,13 @@ async fn create(shared: Arc<Shared>, req: Request<Incoming>, kind: Kind, ns: &st
                 }
                 Err(e) => {
                     let c = container["name"].as_str().unwrap_or("agent").to_string();
-                    agents::set_status(&shared2, &Slot::Main { ns: ns2, pod: name, job: None }, &c,
-                        json!({"terminated": {"exitCode": 128, "reason": "StartError", "message": format!("{e:#}")}}), false);
+                    agents::set_status(
+                        &shared2,
+                        &Slot::Main { ns: ns2, pod: name, job: None },
+                        &c,
+                        json!({"terminated": {"exitCode": 128, "reason": "StartError", "message": format!("{e:#}")}}),
+                        false,
+                    );
                 }
             });
             json_response(201, &stored)
@@ -522,8 +562,18 @@ async fn create(shared: Arc<Shared>, req: Request<Incoming>, kind: Kind, ns: &st
             shared.lock().put(Kind::Pod, pod, &tx);
             // The agent runs beside the target it names: find it by container id.
             let container = template["spec"]["containers"][0].clone();
-            let args: Vec<String> = container["args"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
-            let id = args.iter().position(|a| a == "--target-container-id").and_then(|i| args.get(i + 1)).cloned().unwrap_or_default();
+            let args: Vec<String> = container["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
+            let id = args
+                .iter()
+                .position(|a| a == "--target-container-id")
+                .and_then(|i| args.get(i + 1))
+                .cloned()
+                .unwrap_or_default();
             let bare = id.split_once("://").map_or(id.as_str(), |(_, r)| r).to_string();
             let beside = {
                 let st = shared.lock();
@@ -532,14 +582,22 @@ async fn create(shared: Arc<Shared>, req: Request<Incoming>, kind: Kind, ns: &st
             let slot = Slot::Main { ns: ns.to_string(), pod: pod_name.clone(), job: Some(name.clone()) };
             match beside {
                 Some((netns, pid)) => {
-                    shared.lock().backings.insert((ns.to_string(), pod_name), Backing::Beside { netns: netns.clone(), pid });
+                    shared
+                        .lock()
+                        .backings
+                        .insert((ns.to_string(), pod_name), Backing::Beside { netns: netns.clone(), pid });
                     let shared2 = shared.clone();
                     tokio::task::spawn_blocking(move || agents::spawn(&shared2, slot, &container, &netns, pid));
                 }
                 None => {
                     let c = container["name"].as_str().unwrap_or("agent").to_string();
-                    agents::set_status(&shared, &slot, &c,
-                        json!({"terminated": {"exitCode": 2, "reason": "Error", "message": format!("tether-agent: no process of container {bare} is visible")}}), false);
+                    agents::set_status(
+                        &shared,
+                        &slot,
+                        &c,
+                        json!({"terminated": {"exitCode": 2, "reason": "Error", "message": format!("tether-agent: no process of container {bare} is visible")}}),
+                        false,
+                    );
                 }
             }
             json_response(201, &stored)
@@ -597,7 +655,11 @@ async fn ephemeral(shared: Arc<Shared>, req: Request<Incoming>, ns: &str, name: 
     let is_put = req.method() == Method::PUT;
     let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     if !is_put && content_type.contains("json-patch") {
-        return status(415, "UnsupportedMediaType", "the fake takes strategic-merge or merge patches of ephemeralcontainers".into());
+        return status(
+            415,
+            "UnsupportedMediaType",
+            "the fake takes strategic-merge or merge patches of ephemeralcontainers".into(),
+        );
     }
     let body = match body_json(req).await {
         Ok(v) => v,
@@ -633,8 +695,13 @@ async fn ephemeral(shared: Arc<Shared>, req: Request<Incoming>, ns: &str, name: 
             }
             None => {
                 let cn = c["name"].as_str().unwrap_or("agent").to_string();
-                agents::set_status(&shared, &slot, &cn,
-                    json!({"terminated": {"exitCode": 128, "reason": "StartError", "message": "the fake has no local pod behind this pod"}}), false);
+                agents::set_status(
+                    &shared,
+                    &slot,
+                    &cn,
+                    json!({"terminated": {"exitCode": 128, "reason": "StartError", "message": "the fake has no local pod behind this pod"}}),
+                    false,
+                );
             }
         }
     }

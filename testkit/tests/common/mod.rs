@@ -18,26 +18,14 @@ pub fn run_ok(cmd: &mut Command) -> String {
 
 /// Runs `cmd` (stdin closed, no proxy variables) and returns its output.
 pub fn run(cmd: &mut Command) -> Output {
-    for v in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
+    for v in ["http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"] {
         cmd.env_remove(v);
     }
-    cmd.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"))
+    cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"))
 }
 
 /// Names listed by `ip netns list`.
 pub fn netns_list() -> Vec<String> {
     let out = run_ok(Command::new("ip").args(["netns", "list"]));
-    out.lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
-        .collect()
+    out.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect()
 }
