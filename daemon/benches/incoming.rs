@@ -11,6 +11,9 @@
 //!    server binary reached directly by the same client (run bare inside the pod), with a new
 //!    connection per request and with keep-alive.
 //! 2. mirror: the target's own median latency with a mirroring session attached, against none.
+//!    Twice: with everything sharing the two cores, and with the target's node and the
+//!    developer's laptop apart as they are in use (the target, its client and the agent on CPU 0;
+//!    tether's daemon and the local program, which processes every copy, on CPU 1).
 //! 3. steal with an `http_filter`: median latency of requests that do not match (they go on to
 //!    the target through the agent), against no session.
 //!
@@ -207,6 +210,46 @@ fn wait_target(client: &ClientNetns) {
     panic!("the pod's port did not come back");
 }
 
+/// Puts the target's node on one CPU and the developer's laptop on the other, `(node, laptop)`,
+/// or lets everything use every CPU again (`None`). The node: this process's threads (the load
+/// client and the pod's services) and the agent; the laptop: the daemon and the programs under
+/// `tether exec`. A machine with one CPU is left alone.
+fn place_node_and_laptop(b: &Bench, cpus: Option<(usize, usize)>) {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if n < 2 {
+        return;
+    }
+    let set = |pid: &str, cpu: Option<usize>| {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return };
+        let mut mask: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for c in 0..n {
+            if cpu.is_none_or(|cpu| cpu == c) {
+                unsafe { libc::CPU_SET(c, &mut mask) };
+            }
+        }
+        for t in tasks.flatten() {
+            if let Ok(tid) = t.file_name().to_string_lossy().parse::<i32>() {
+                unsafe { libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &mask) };
+            }
+        }
+    };
+    let (node, laptop) = match cpus {
+        Some((node, laptop)) => (Some(node), Some(laptop)),
+        None => (None, None),
+    };
+    set("self", node);
+    let agent = b.tether.with_file_name("tether-agent");
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else { continue };
+        if exe == agent {
+            set(&pid, node);
+        } else if exe == b.tether || exe == b.server {
+            set(&pid, laptop);
+        }
+    }
+}
+
 fn row(name: &str, tether: String, baseline: String, result: String, goal: &str) {
     println!("{name:<52} {tether:>12} {baseline:>12} {result:>12}   {goal}");
 }
@@ -349,9 +392,16 @@ fn main() {
     //    two cores with the target (on a laptop it would not), and a saturated machine would
     //    measure that contention, not the mirror's place in the target's data path (none).
     let pace = Some(Duration::from_millis(2));
-    let mirror_cases: &[(&str, bool)] =
-        if part("mirror") { &[("new connection per request", false), ("keep-alive", true)] } else { &[] };
-    for &(what, keepalive) in mirror_cases {
+    let mut mirror_cases: Vec<(&str, bool, bool)> = Vec::new();
+    if part("mirror") {
+        for apart in [false, true] {
+            mirror_cases.extend([("new connection per request", false, apart), ("keep-alive", true, apart)]);
+        }
+    }
+    for (what, keepalive, apart) in mirror_cases {
+        if apart {
+            place_node_and_laptop(&b, Some((0, 1)));
+        }
         load_paced(&cns, WEB, 1, keepalive, "", pace);
         // ROUNDS rounds of "without, then with a session"; medians of the rounds.
         let (mut with, mut without, mut change) = (Vec::new(), Vec::new(), Vec::new());
@@ -361,6 +411,9 @@ fn main() {
                 r#"{"feature": {"network": {"incoming": {"mode": "mirror", "port_mapping": [[18091, 80]]}}}}"#,
                 18091,
             );
+            if apart {
+                place_node_and_laptop(&b, Some((0, 1)));
+            }
             let t = load_paced(&cns, WEB, 1, keepalive, "", pace);
             stop(mirror);
             wait_target(&client);
@@ -368,8 +421,12 @@ fn main() {
             with.push(t.median_us);
             without.push(base.median_us);
         }
+        if apart {
+            place_node_and_laptop(&b, None);
+        }
+        let place = if apart { "node and laptop apart" } else { "one machine" };
         row(
-            &format!("mirror: target's latency at 500/s, {what} (us)"),
+            &format!("mirror: target's latency at 500/s, {what}, {place} (us)"),
             format!("{:.0}", median(with)),
             format!("{:.0}", median(without)),
             format!("{:+.1}%", median(change)),
