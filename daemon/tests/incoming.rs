@@ -292,3 +292,27 @@ fn a_port_the_target_does_not_serve_is_diagnosed_with_the_mapping_to_add() {
     expect_all(&out, &["listened"]);
     assert_port_not_served(&w.tether(), 3000, 80);
 }
+
+/// A free-port probe (listen, close, bind the port again at once, as debug adapters and
+/// `get-port` do) finds its port free: nothing of the daemon's keeps a closed listener alive.
+/// (`getsockname` would show the port asked for even if it had moved; a connection tells.)
+#[test]
+fn a_listener_closed_right_after_listen_frees_its_port_at_once() {
+    let w = World::new();
+    let pod = pod("in-probe");
+    let script = r#"
+import socket
+moved = 0
+for i in range(20):
+    p = socket.socket(socket.AF_INET6); p.bind(('::', 0)); p.listen(); port = p.getsockname()[1]; p.close()
+    s = socket.socket(); s.bind(('127.0.0.1', port)); s.listen()
+    try:
+        socket.create_connection(('127.0.0.1', port), timeout=2).close()
+    except OSError:
+        moved += 1
+    s.close()
+print('moved', moved)
+"#;
+    let out = w.exec(&pod, &[], &["python3", "-c", script]);
+    expect_all(&out, &["moved 0"]);
+}

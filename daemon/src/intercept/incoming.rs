@@ -976,6 +976,9 @@ impl Call {
                 return self.answer(Answer::Errno(errno));
             }
             let subscribed = self.subscribe_listener(&inc, &sock, v6);
+            // Our duplicate goes before the program goes on: a program that closes this
+            // listener at once (a free-port probe) and binds its port again must find it free.
+            drop(sock);
             self.answer(Answer::Value(0));
             match subscribed {
                 Ok(Some(requested)) => self.check_port_is_served(requested),
