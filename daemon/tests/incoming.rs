@@ -316,3 +316,32 @@ print('moved', moved)
     let out = w.exec(&pod, &[], &["python3", "-c", script]);
     expect_all(&out, &["moved 0"]);
 }
+
+/// A server killed while it waits in `accept` and started again at once (a debugger's Restart)
+/// gets its port back: the daemon lets go of the old listener.
+#[test]
+fn a_server_killed_in_accept_and_restarted_gets_its_port() {
+    let w = World::new();
+    let pod = pod("in-restart");
+    let script = r#"
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', 18097)); s.listen()
+print('listening', flush=True)
+while True:
+    c, _ = s.accept(); c.sendall(sys.argv[1].encode()); c.close()
+"#;
+    let python = tether_testkit::programs::python3();
+    let python = python.to_str().unwrap();
+    let mut first = Program::start(&w, &pod, &[python, "-c", script, "first"]);
+    first.expect("listening", &w.log());
+    std::thread::sleep(Duration::from_millis(300)); // in accept, waiting in the daemon
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    let mut second = Program::start(&w, &pod, &[python, "-c", script, "second"]);
+    second.expect("listening", &w.log());
+    // A client in the laptop's namespace, where the programs run.
+    let client = "import socket; print(socket.create_connection(('127.0.0.1', 18097), timeout=5).recv(16).decode())";
+    let out = run(Command::new("ip").args(["netns", "exec", &w.laptop, python, "-c", client]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "second", "{}\n{}", text(&out), w.log());
+}
