@@ -150,3 +150,17 @@ os.kill(os.getpid(), 9)
     expect_all(&out, &[POD_FILE_TEXT.trim()]);
     assert!(!w.log().contains("panicked"), "{}", w.log());
 }
+
+/// The filter intercepts, it does not sandbox: a program under tether keeps the speculation
+/// mitigations it would have without it (kernels before 5.16 force SSBD on filtered tasks
+/// unless the filter says otherwise).
+#[test]
+fn the_program_keeps_its_speculation_mitigations() {
+    let w = World::new();
+    let pod = pod("edge-spec");
+    let read = ["grep", "Speculation_Store_Bypass", "/proc/self/status"];
+    let bare = run(std::process::Command::new(read[0]).args(&read[1..]));
+    let under = w.exec(&pod, &[], &read);
+    assert!(under.status.success(), "{}", text(&under));
+    assert_eq!(String::from_utf8_lossy(&under.stdout), String::from_utf8_lossy(&bare.stdout));
+}
