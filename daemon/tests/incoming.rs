@@ -39,15 +39,8 @@ fn steal_gives_the_program_the_real_client_until_it_exits() {
     assert!(accepted.starts_with("198.19.0.1:") && accepted == peer, "accept and getpeername: {line}");
     assert!(body.ends_with(&format!("{accepted}\n")));
     // The session counts what its ports gave the program.
-    let status = run(w.tether().args(["status", "--json"]));
-    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|_| panic!("{}", text(&status)));
-    let counted = v["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["counters"]["incomingConnections"].as_u64().unwrap_or(0))
-        .max();
-    assert!(counted >= Some(1), "{v:#}");
+    let v = status(&w.tether());
+    assert!(incoming_connections(&v) >= 1, "{v:#}");
     // Keep-alive on the stolen socket, and a second connection.
     assert!(conn.get("/again", &[]).starts_with("local program /again"));
     assert!(get(&client, WEB, "/second", &[]).starts_with("local program /second"));

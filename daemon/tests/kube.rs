@@ -195,15 +195,8 @@ fn incoming_traffic_reaches_the_program_through_the_port_forward() {
     assert!(get(&client, WEB, "/second", &[]).starts_with("local program /second"));
     assert_eq!(hits(), before, "the target saw none of it");
     assert!(local(&|p| nft_tables(p)).contains("tether_"), "the agent's table while stealing");
-    let status = run(k.tether().args(["status", "--json"]));
-    let v: Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|_| panic!("{}", text(&status)));
-    let counted = v["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["counters"]["incomingConnections"].as_u64().unwrap_or(0))
-        .max();
-    assert!(counted >= Some(2), "{v:#}");
+    let v = incoming_kit::status(&k.tether());
+    assert!(incoming_kit::incoming_connections(&v) >= 2, "{v:#}");
     p.send("exit");
     let _ = p.child.wait();
     let back =
