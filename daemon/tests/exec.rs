@@ -105,3 +105,22 @@ fn node() {
     expect.push("c-ares web.svc.cluster.local 198.18.0.10");
     check("node", &["node", "-e", NODE], &expect);
 }
+
+/// `tether demo` (the README's first command) shows every part of the main job on its own pod,
+/// incoming traffic included.
+#[test]
+fn the_demo_shows_every_part() {
+    let w = World::new();
+    let out = run(w.tether().arg("demo"));
+    expect_all(
+        &out,
+        &[
+            "POD_GREETING=hello from inside the demo pod",
+            "/app/message.txt says: this file exists only in the pod",
+            "web.svc.cluster.local is 198.18.0.10",
+            "-> hello from pod demo",
+            "gave the local server on 8080 `GET /from-a-client HTTP/1.0` from 198.19.0.1:",
+            "got: answered by the local program",
+        ],
+    );
+}
