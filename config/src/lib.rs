@@ -7,7 +7,7 @@
 //! - [`model`]: the types, with short forms (`"fs": "write"`, `"outgoing": false`).
 //! - [`load()`], [`parse()`], [`discover()`]: reading, with [`ConfigError`]s that name file, line,
 //!   column and key, and "did you mean" hints for unknown keys and values.
-//! - [`fs`], [`env`], [`net`]: the decisions the daemon makes per open, per launch, per connect.
+//! - [`fs`], [`env`](mod@env), [`net`]: the decisions the daemon makes per open, per launch, per connect.
 //! - [`target`]: target paths (`pod/NAME`, `pid:1234`).
 //! - [`json_schema()`]: the schema checked in as `schemas/tether.schema.json`.
 

@@ -3,7 +3,7 @@
 //! - [`agent`]: the daemon <-> agent gRPC protocol, generated from `schemas/agent.proto`.
 //! - [`fdpass`]: the local fast path on which an agent that runs on the daemon's host hands over
 //!   sockets it connected inside the target's network namespace.
-//! - [`env`]: the names of the environment variables tether sets in launched processes.
+//! - [`env`](mod@env): the names of the environment variables tether sets in launched processes.
 //!
 //! Nothing here does I/O beyond the small, blocking helpers of `fdpass`.
 

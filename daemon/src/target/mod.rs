@@ -2,7 +2,7 @@
 //!
 //! This is the seam between target kinds. A [`TargetSpec`] names a target; its kind's backend
 //! resolves it and starts (or reuses) an agent, and from then on the rest of the daemon sees
-//! only an [`Agent`](crate::agent::Agent) inside a [`Running`] agent:
+//! only an [`crate::agent::Agent`] inside a [`Running`] agent:
 //! - `pid:N`: a local process, served by a `tether-agent` child of the daemon ([`local`]);
 //! - `pod/NAME`, `deployment/NAME`, `statefulset/NAME` (each optionally `/container/NAME`) and
 //!   `targetless`: Kubernetes, served by an agent in the cluster ([`kube`]).
