@@ -4,7 +4,8 @@
 //! joins a session) or with an editor-protocol message (`Content-Length: ...`, from an editor's
 //! `tether lsp` bridge or the CLI); the first bytes decide. Every peer must be of our uid.
 //! Only one daemon per socket runs: it holds an exclusive lock beside the socket, so two starting
-//! at the same moment end with one serving and the other leaving quietly.
+//! at the same moment end with one serving and the other leaving quietly. A daemon whose socket
+//! file disappears (its directory was removed) stops once no session runs: nothing could reach it.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -69,6 +70,11 @@ fn lock(socket: &Path) -> anyhow::Result<Option<OwnedFd>> {
     }
 }
 
+/// The inode of the socket file at `path`, `None` when there is none.
+fn socket_inode(path: &Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+}
+
 /// Whether a daemon holds the lock of `socket` (without taking it for long).
 pub fn is_running(socket: &Path) -> bool {
     matches!(try_lock(socket), Ok(None))
@@ -86,6 +92,7 @@ pub async fn run() -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let ours = socket_inode(&socket);
     tracing::info!(socket = %socket.display(), version = %editor::protocol::daemon_version(), pid = std::process::id(), "daemon ready");
     let daemon = Arc::new(Daemon {
         sessions: Sessions::new(dir),
@@ -95,10 +102,17 @@ pub async fn run() -> anyhow::Result<()> {
     });
 
     let sweeper = daemon.clone();
+    let watched = socket.clone();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             sweeper.sessions.sweep().await;
+            if socket_inode(&watched) != ours && sweeper.sessions.active() == 0 {
+                // Its directory was removed, or a daemon of another life took the path: no client
+                // can reach this one any more, so it must not live on unseen.
+                tracing::warn!(socket = %watched.display(), "the daemon's socket is gone or replaced: stopping");
+                sweeper.request_stop();
+            }
             if sweeper.retiring.load(Ordering::SeqCst) && sweeper.sessions.active() == 0 {
                 tracing::info!("the last session ended: handing over to the newer version");
                 sweeper.request_stop();
@@ -128,7 +142,9 @@ pub async fn run() -> anyhow::Result<()> {
         }
     }
     tracing::info!("daemon stopping");
-    let _ = std::fs::remove_file(&socket);
+    if socket_inode(&socket) == ours {
+        let _ = std::fs::remove_file(&socket);
+    }
     // Let the answer to `tether/stopDaemon` or `tether/handover` reach its client.
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())

@@ -144,3 +144,16 @@ fn a_busy_daemon_of_another_version_serves_until_its_sessions_end() {
     assert_eq!(version_of(&next.initialize(json!({}))), env!("CARGO_PKG_VERSION"));
     assert!(socket_path(&world).exists());
 }
+
+/// A daemon whose socket disappears (its runtime directory was removed: a test's, a logout's)
+/// can be reached by nobody: it stops instead of living on unseen, and a new one can start.
+#[test]
+fn a_daemon_whose_socket_is_gone_stops() {
+    let world = World::new();
+    let mut daemon = start_daemon(&world, &[]);
+    std::fs::remove_file(socket_path(&world)).unwrap();
+    let status = wait_exit(&mut daemon.child, Duration::from_secs(5));
+    assert!(status.success(), "{status:?}\n{}", world.log());
+    assert!(world.log().contains("socket is gone or replaced"), "{}", world.log());
+    let _again = start_daemon(&world, &[]);
+}
