@@ -231,6 +231,10 @@ impl Client {
         }
         let result = self.ok("initialize", p);
         self.notify("initialized", json!({}));
+        // Notifications are handled in order before the next message is read: once this answer
+        // is here, the daemon has taken `initialized` (session notifications start there), so a
+        // change another client causes from now on reaches this one.
+        self.ok("tether/sessions", Value::Null);
         result
     }
 
