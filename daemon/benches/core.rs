@@ -7,7 +7,7 @@
 mod common;
 
 use common::{median, ok};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
@@ -65,27 +65,11 @@ fn row(name: &str, tether: String, baseline: String, result: String, goal: &str)
 }
 
 fn main() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("the core benchmark needs root (network namespaces)");
-        std::process::exit(2);
-    }
-    let target = tether_testkit::programs::target_dir();
-    let profile_dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
-    let tether = profile_dir.join("tether");
-    assert!(
-        tether.exists() && profile_dir.join("tether-agent").exists(),
-        "build first: cargo build --workspace --release"
-    );
+    common::require_root("core");
+    let tether = common::release_tether();
     let dir = std::env::temp_dir().join(format!("tether-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let probe = target.join("bench-core");
-    let built = Command::new("gcc")
-        .args(["-O2", "-o"])
-        .arg(&probe)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/core.c"))
-        .status()
-        .unwrap();
-    assert!(built.success(), "gcc failed");
+    let probe = common::build_c("core", &[]);
 
     let pod = PodSpec::new("bench").file("/app/4k.bin", vec![b'x'; 4096]).start().expect("pod");
     let laptop = format!("tether-bench-laptop-{}", std::process::id());

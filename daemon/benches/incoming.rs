@@ -261,27 +261,11 @@ fn row(name: &str, tether: String, baseline: String, result: String, goal: &str)
 }
 
 fn main() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("the incoming benchmark needs root (network namespaces)");
-        std::process::exit(2);
-    }
-    let target = tether_testkit::programs::target_dir();
-    let profile_dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
-    let tether = profile_dir.join("tether");
-    assert!(
-        tether.exists() && profile_dir.join("tether-agent").exists(),
-        "build first: cargo build --workspace --release"
-    );
+    common::require_root("incoming");
+    let tether = common::release_tether();
     let dir = std::env::temp_dir().join(format!("tether-bench-in-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let server = target.join("bench-incoming");
-    let built = Command::new("gcc")
-        .args(["-O2", "-pthread", "-o"])
-        .arg(&server)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/incoming.c"))
-        .status()
-        .unwrap();
-    assert!(built.success(), "gcc failed");
+    let server = common::build_c("incoming", &["-pthread"]);
 
     let pod: Pod = PodSpec::new("bench-in").start().expect("pod");
     let client = pod.client_netns().expect("client namespace");

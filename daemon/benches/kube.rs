@@ -36,14 +36,9 @@ fn agent_wait(log: &str, pod: &str) -> Option<f64> {
 }
 
 fn main() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("the kube benchmark needs root (network namespaces)");
-        std::process::exit(2);
-    }
-    let profile_dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
-    let tether = profile_dir.join("tether");
-    let agent = profile_dir.join("tether-agent");
-    assert!(tether.exists() && agent.exists(), "build first: cargo build --workspace --release");
+    common::require_root("kube");
+    let tether = common::release_tether();
+    let agent = tether.with_file_name("tether-agent");
     let dir = std::env::temp_dir().join(format!("tether-bench-kube-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let laptop = format!("tether-bench-kube-{}", std::process::id());
@@ -180,14 +175,7 @@ fn main() {
     println!("  (baseline: the same three list calls by curl, one after another)");
 
     // 3. Round trips through the port-forward vs through a local agent, on the same pod.
-    let probe = tether_testkit::programs::target_dir().join("bench-core");
-    let built = Command::new("gcc")
-        .args(["-O2", "-o"])
-        .arg(&probe)
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/core.c"))
-        .status()
-        .unwrap();
-    assert!(built.success(), "gcc failed");
+    let probe = common::build_c("core", &[]);
     let pod_pid = fake.with_local_pod("default", "web1-5d8f9-x7k2p", |p| p.pid).expect("the local pod");
     let calls = |target: &str, mode: &str| -> (f64, f64) {
         let out = ok(

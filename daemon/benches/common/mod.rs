@@ -1,8 +1,44 @@
-//! What the benchmark commands share: running a command checked, medians.
+//! What the benchmark commands share: the preconditions (root, release binaries), the C
+//! measuring programs, running a command checked, medians.
 
 #![allow(dead_code)]
 
-use std::process::Output;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Exits with a message unless this runs as root (the benchmarks build network namespaces).
+pub fn require_root(bench: &str) {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("the {bench} benchmark needs root (network namespaces)");
+        std::process::exit(2);
+    }
+}
+
+/// The release `tether` beside this benchmark (with `tether-agent` next to it).
+pub fn release_tether() -> PathBuf {
+    let profile_dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    let tether = profile_dir.join("tether");
+    assert!(
+        tether.exists() && profile_dir.join("tether-agent").exists(),
+        "build first: cargo build --workspace --release"
+    );
+    tether
+}
+
+/// Compiles `benches/NAME.c` with gcc (`-O2` and `flags`) into the target directory.
+pub fn build_c(name: &str, flags: &[&str]) -> PathBuf {
+    let out = tether_testkit::programs::target_dir().join(format!("bench-{name}"));
+    let built = Command::new("gcc")
+        .arg("-O2")
+        .args(flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/{name}.c")))
+        .status()
+        .expect("running gcc");
+    assert!(built.success(), "gcc failed on benches/{name}.c");
+    out
+}
 
 /// The standard output of a command that must have succeeded.
 pub fn ok(out: Output, what: &str) -> String {
