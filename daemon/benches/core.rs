@@ -33,14 +33,8 @@ fn field(line: &str, name: &str) -> f64 {
 
 impl Bench {
     fn tether(&self) -> Command {
-        let mut cmd = Command::new(&self.tether);
-        cmd.env("XDG_RUNTIME_DIR", self.dir.join("run"))
-            .env("XDG_STATE_HOME", self.dir.join("state"))
-            .env("XDG_DATA_HOME", self.dir.join("data"))
-            .current_dir(&self.dir);
         let laptop = PathBuf::from(format!("/var/run/netns/{}", self.laptop));
-        tether_testkit::command_in_netns(&mut cmd, &laptop).expect("entering a network namespace");
-        cmd
+        common::private_tether(&self.tether, &self.dir, &laptop)
     }
 
     /// The probe under `tether exec`.

@@ -145,14 +145,8 @@ struct Bench {
 
 impl Bench {
     fn tether(&self) -> Command {
-        let mut cmd = Command::new(&self.tether);
-        cmd.env("XDG_RUNTIME_DIR", self.dir.join("run"))
-            .env("XDG_STATE_HOME", self.dir.join("state"))
-            .env("XDG_DATA_HOME", self.dir.join("data"))
-            .current_dir(&self.dir);
         let laptop = PathBuf::from(format!("/var/run/netns/{}", self.laptop));
-        tether_testkit::command_in_netns(&mut cmd, &laptop).expect("entering a network namespace");
-        cmd
+        common::private_tether(&self.tether, &self.dir, &laptop)
     }
 
     /// The C server under `tether exec` with `config`, once it listens.
@@ -294,17 +288,13 @@ fn main() {
     if only.split(',').any(|o| o == "diag") {
         let cfg = dir.join("plain.json");
         std::fs::write(&cfg, r#"{"feature": {"network": {"incoming": "off"}}}"#).unwrap();
-        let mut under = Command::new(&b.tether);
+        let mut under = common::private_tether(&b.tether, &dir, &pod.netns_path());
         under
-            .env("XDG_RUNTIME_DIR", dir.join("run"))
-            .env("XDG_STATE_HOME", dir.join("state"))
-            .env("XDG_DATA_HOME", dir.join("data"))
             .args(["exec", "--target", &format!("pid:{}", pod.pid), "--config"])
             .arg(&cfg)
             .arg("--")
             .arg(&server)
             .arg("8091");
-        tether_testkit::command_in_netns(&mut under, &pod.netns_path()).expect("entering a network namespace");
         let _under = wait_listening(under);
         let mut bare = Command::new(&server);
         bare.arg("8090");

@@ -85,13 +85,8 @@ fn main() {
     }
 
     let tether_cmd = || {
-        let mut cmd = Command::new(&tether);
-        cmd.env("XDG_RUNTIME_DIR", dir.join("run"))
-            .env("XDG_STATE_HOME", dir.join("state"))
-            .env("XDG_DATA_HOME", dir.join("data"))
-            .env("KUBECONFIG", &fake.kubeconfig)
-            .current_dir(&dir);
-        tether_testkit::command_in_netns(&mut cmd, &laptop_ns).expect("entering a network namespace");
+        let mut cmd = common::private_tether(&tether, &dir, &laptop_ns);
+        cmd.env("KUBECONFIG", &fake.kubeconfig);
         cmd
     };
     let exec = |target: &str| -> f64 {

@@ -25,6 +25,18 @@ pub fn release_tether() -> PathBuf {
     tether
 }
 
+/// `tether` with its own runtime, state and data directories under `dir` (so its daemon is the
+/// benchmark's own), run in `dir` and in the network namespace at `netns`.
+pub fn private_tether(tether: &Path, dir: &Path, netns: &Path) -> Command {
+    let mut cmd = Command::new(tether);
+    cmd.env("XDG_RUNTIME_DIR", dir.join("run"))
+        .env("XDG_STATE_HOME", dir.join("state"))
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .current_dir(dir);
+    tether_testkit::command_in_netns(&mut cmd, netns).expect("entering a network namespace");
+    cmd
+}
+
 /// Compiles `benches/NAME.c` with gcc (`-O2` and `flags`) into the target directory.
 pub fn build_c(name: &str, flags: &[&str]) -> PathBuf {
     let out = tether_testkit::programs::target_dir().join(format!("bench-{name}"));
