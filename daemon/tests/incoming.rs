@@ -39,7 +39,7 @@ fn steal_gives_the_program_the_real_client_until_it_exits() {
     assert!(accepted.starts_with("198.19.0.1:") && accepted == peer, "accept and getpeername: {line}");
     assert!(body.ends_with(&format!("{accepted}\n")));
     // The session counts what its ports gave the program.
-    let v = status(&w.tether());
+    let v = status(w.tether());
     assert!(incoming_connections(&v) >= 1, "{v:#}");
     // Keep-alive on the stolen socket, and a second connection.
     assert!(conn.get("/again", &[]).starts_with("local program /again"));
@@ -283,7 +283,7 @@ fn a_port_the_target_does_not_serve_is_diagnosed_with_the_mapping_to_add() {
     let pod = pod("in-port");
     let out = w.exec(&pod, &[], &["python3", "-c", LISTEN_3000]);
     expect_all(&out, &["listened"]);
-    assert_port_not_served(&w.tether(), 3000, 80);
+    assert_port_not_served(|| w.tether(), 3000, 80);
 }
 
 /// A free-port probe (listen, close, bind the port again at once, as debug adapters and

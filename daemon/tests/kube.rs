@@ -195,7 +195,7 @@ fn incoming_traffic_reaches_the_program_through_the_port_forward() {
     assert!(get(&client, WEB, "/second", &[]).starts_with("local program /second"));
     assert_eq!(hits(), before, "the target saw none of it");
     assert!(local(&|p| nft_tables(p)).contains("tether_"), "the agent's table while stealing");
-    let v = incoming_kit::status(&k.tether());
+    let v = incoming_kit::status(k.tether());
     assert!(incoming_kit::incoming_connections(&v) >= 2, "{v:#}");
     p.send("exit");
     let _ = p.child.wait();
@@ -237,7 +237,7 @@ fn incoming_traffic_reaches_the_program_through_the_port_forward() {
     let python = programs::python3();
     let out = k.exec("deployment/shop", &[], &[python.to_str().unwrap(), "-c", incoming_kit::LISTEN_3000]);
     k.expect(&out, &["listened"]);
-    incoming_kit::assert_port_not_served(&k.tether(), 3000, 80);
+    incoming_kit::assert_port_not_served(|| k.tether(), 3000, 80);
     assert_eq!(k.fake.agents().len(), 1, "the agent was reused: {:?}", k.fake.agents());
 }
 
@@ -248,19 +248,7 @@ fn the_cluster_is_the_one_the_client_names() {
     let k = KubeWorld::new();
     k.deployment("web", &["app"]);
     // A daemon started where no kubeconfig exists...
-    let mut daemon =
-        k.w.tether()
-            .env("KUBECONFIG", "/nonexistent/kubeconfig")
-            .arg("daemon")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-    let up = (0..200).any(|_| {
-        std::thread::sleep(Duration::from_millis(25));
-        k.w.tether().args(["status", "--json"]).output().is_ok_and(|o| o.status.success())
-    });
-    assert!(up, "the daemon did not start");
+    let _daemon = protocol_client::start_daemon(&k.w, &[("KUBECONFIG", "/nonexistent/kubeconfig")]);
     // ... serves a terminal that has one.
     let out = k.exec("deployment/web", &[], &["sh", "-c", "echo POD_ONLY=$POD_ONLY"]);
     k.expect(&out, &[&format!("POD_ONLY={POD_SECRET}")]);
@@ -276,8 +264,6 @@ fn the_cluster_is_the_one_the_client_names() {
     let config = k.w.config(r#"{"target": {"context": "prod-eu"}}"#);
     let out = k.exec("deployment/web", &["--config", config.to_str().unwrap()], &["true"]);
     assert!(!out.status.success() && text(&out).contains("context `prod-eu`"), "{}", text(&out));
-    let _ = run(k.w.tether().args(["daemon", "stop"]));
-    let _ = daemon.wait();
 }
 
 #[test]

@@ -236,15 +236,10 @@ pub const LISTEN_3000: &str = "import socket, time\n\
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
     s.bind(('127.0.0.1', 3000)); s.listen(); time.sleep(0.5); print('listened')";
 
-/// `tether status --json`, run with the `tether` command given (its environment included).
-pub fn status(tether: &Command) -> serde_json::Value {
-    let mut cmd = Command::new(tether.get_program());
-    cmd.args(tether.get_args()).args(["status", "--json"]);
-    cmd.envs(tether.get_envs().filter_map(|(k, v)| Some((k, v?))));
-    if let Some(dir) = tether.get_current_dir() {
-        cmd.current_dir(dir);
-    }
-    let out = run(&mut cmd);
+/// `tether status --json`, run with `tether` (a command of the test's world: its daemon, its
+/// environment).
+pub fn status(mut tether: Command) -> serde_json::Value {
+    let out = run(tether.args(["status", "--json"]));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)))
 }
 
@@ -256,9 +251,9 @@ pub fn incoming_connections(status: &serde_json::Value) -> u64 {
 
 /// `tether status` shows one `port-not-served` diagnostic for `port`, naming the target's
 /// `served` port and `port_mapping` as the fix (waits up to 5 s: the check follows `listen`).
-pub fn assert_port_not_served(tether: &Command, port: u16, served: u16) {
+pub fn assert_port_not_served(tether: impl Fn() -> Command, port: u16, served: u16) {
     let found = eventually(Duration::from_secs(5), || {
-        let v = status(tether);
+        let v = status(tether());
         let found: Vec<serde_json::Value> = v["sessions"]
             .as_array()
             .unwrap()
