@@ -250,10 +250,6 @@ fn place_node_and_laptop(b: &Bench, cpus: Option<(usize, usize)>) {
     }
 }
 
-fn row(name: &str, tether: String, baseline: String, result: String, goal: &str) {
-    println!("{name:<52} {tether:>12} {baseline:>12} {result:>12}   {goal}");
-}
-
 fn main() {
     common::require_root("incoming");
     let tether = common::release_tether();
@@ -277,7 +273,7 @@ fn main() {
     let _cleanup = Cleanup(&b);
     let threads = 2;
 
-    println!("{:<52} {:>12} {:>12} {:>12}   goal", "figure (medians)", "tether", "baseline", "result");
+    let mut table = common::Table::new("figure (medians)", 52);
 
     // INCOMING_BENCH_ONLY=steal,mirror,filter (any of them) runs only those parts.
     let only = std::env::var("INCOMING_BENCH_ONLY").unwrap_or_default();
@@ -305,12 +301,11 @@ fn main() {
             load(&cns, "198.18.0.10:8090", 1, keepalive, "");
             let base = load(&cns, "198.18.0.10:8090", threads, keepalive, "");
             let t = load(&cns, "198.18.0.10:8091", threads, keepalive, "");
-            row(
+            table.info(
                 &format!("diag: under tether, direct (keep-alive {keepalive})"),
                 format!("{:.0}", t.rps),
                 format!("{:.0}", base.rps),
                 format!("{:.2}x", t.rps / base.rps),
-                "",
             );
         }
     }
@@ -347,19 +342,20 @@ fn main() {
             }
             let rps = |v: &[Load]| median(v.iter().map(|l| l.rps).collect());
             let lat = |v: &[Load]| median(v.iter().map(|l| l.median_us).collect());
-            row(
+            let ratio = median(ratio);
+            table.goal(
                 &format!("steal: requests/s, {what}"),
                 format!("{:.0}", rps(&t)),
                 format!("{:.0}", rps(&base)),
-                format!("{:.2}x", median(ratio)),
+                format!("{ratio:.2}x"),
                 ">= 0.6x",
+                ratio >= 0.6,
             );
-            row(
+            table.info(
                 &format!("  median latency, {what} (us)"),
                 format!("{:.0}", lat(&t)),
                 format!("{:.0}", lat(&base)),
                 format!("{:+.0} us", lat(&t) - lat(&base)),
-                "",
             );
         }
         stop(steal);
@@ -405,12 +401,14 @@ fn main() {
             place_node_and_laptop(&b, None);
         }
         let place = if apart { "node and laptop apart" } else { "one machine" };
-        row(
+        let change = median(change);
+        table.goal(
             &format!("mirror: target's latency at 500/s, {what}, {place} (us)"),
             format!("{:.0}", median(with)),
             format!("{:.0}", median(without)),
-            format!("{:+.1}%", median(change)),
+            format!("{change:+.1}%"),
             "within 10%",
+            change < 10.0,
         );
     }
 
@@ -427,21 +425,24 @@ fn main() {
         let matching = load(&cns, WEB, 1, true, "x-user: me\r\n");
         stop(filtered);
         wait_target(&client);
-        row(
+        table.goal(
             "filtered steal: non-matching request latency (us)",
             format!("{:.0}", t.median_us),
             format!("{:.0}", base.median_us),
             format!("{:+.0} us", t.median_us - base.median_us),
             "< +200 us",
+            t.median_us - base.median_us < 200.0,
         );
-        row(
+        table.info(
             "  matching requests, to the local server (us)",
             format!("{:.0}", matching.median_us),
             String::new(),
             String::new(),
-            "",
         );
     }
+    let code = table.finish();
+    drop(_cleanup);
+    std::process::exit(code);
 }
 
 /// Stops the daemon and removes the laptop namespace and the directory, also after a panic.

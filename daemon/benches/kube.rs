@@ -24,10 +24,6 @@ use std::time::{Duration, Instant};
 use tether_testkit::PodSpec;
 use tether_testkit::kube::{FakeCluster, FakeOptions, FakePod};
 
-fn row(name: &str, tether: String, baseline: String, result: String, goal: &str) {
-    println!("{name:<52} {tether:>12} {baseline:>12} {result:>14}   {goal}");
-}
-
 /// `agent wait 12.3ms` of the daemon's `kube agent ready` line for `pod`.
 fn agent_wait(log: &str, pod: &str) -> Option<f64> {
     let line = log.lines().rev().find(|l| l.contains("kube agent ready") && l.contains(pod))?;
@@ -102,7 +98,7 @@ fn main() {
     // Warm the daemon and its kube client (web0), so that each run starts only an agent.
     exec("deployment/web0");
 
-    println!("{:<52} {:>12} {:>12} {:>14}   goal", "figure (medians, ms)", "tether", "baseline", "result");
+    let mut table = common::Table::new("figure (medians, ms)", 52);
     let (mut share, mut waits, mut walls, mut warm) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 1..=RUNS {
         let target = format!("deployment/web{i}");
@@ -123,14 +119,25 @@ fn main() {
         warm.push(exec(&target));
     }
     let (share, wait, wall, warm) = (median(share), median(waits), median(walls), median(warm));
-    row("exec deployment/NAME -- /bin/true, new agent: wall", format!("{wall:.1}"), String::new(), String::new(), "");
-    row("  of which waiting for the agent (container, port)", format!("{wait:.1}"), String::new(), String::new(), "");
-    row(
+    table.info(
+        "exec deployment/NAME -- /bin/true, new agent: wall",
+        format!("{wall:.1}"),
+        String::new(),
+        String::new(),
+    );
+    table.info(
+        "  of which waiting for the agent (container, port)",
+        format!("{wait:.1}"),
+        String::new(),
+        String::new(),
+    );
+    table.goal(
         "  daemon's own share (wall - agent wait)",
         format!("{share:.1}"),
         format!("{warm:.1}"),
         format!("+{:.1} ms", share - warm),
         "< 100 ms",
+        share < 100.0,
     );
     println!("  (baseline: the same exec with the agent already running)");
 
@@ -160,12 +167,13 @@ fn main() {
         bb.push(s.elapsed().as_secs_f64() * 1e3);
     }
     let (t, base) = (median(tt), median(bb));
-    row(
+    table.goal(
         &format!("tether ls, 1,000 pods ({} lines)", lines),
         format!("{t:.1}"),
         format!("{base:.1}"),
         format!("{:.2}x", t / base),
         "< 300 ms",
+        t < 300.0,
     );
     println!("  (baseline: the same three list calls by curl, one after another)");
 
@@ -198,19 +206,19 @@ fn main() {
             lp.push(p);
         }
         let (km, kp, lm, lp) = (median(km) / 1e3, median(kp) / 1e3, median(lm) / 1e3, median(lp) / 1e3);
-        row(
+        table.info(
             &format!("{what}, port-forward: median"),
             format!("{km:.2}"),
             format!("{lm:.2}"),
             format!("+{:.2} ms", km - lm),
-            "",
         );
-        row(
+        table.goal(
             &format!("{what}, port-forward: p99"),
             format!("{kp:.2}"),
             format!("{lp:.2}"),
             format!("+{:.2} ms", kp - lp),
             "no stalls (< 10 ms)",
+            kp < 10.0,
         );
     }
     println!("  (baseline: the same calls on the same pod through a local agent, pid:N)");
@@ -219,4 +227,5 @@ fn main() {
     drop(fake);
     let _ = Command::new("ip").args(["netns", "del", &laptop]).status();
     let _ = std::fs::remove_dir_all(&dir);
+    std::process::exit(table.finish());
 }

@@ -17,11 +17,11 @@ pub fn run() -> anyhow::Result<i32> {
     // `initialize` then goes through a fresh one.
     let probe = crate::client::connect()?;
     let mine = env!("CARGO_PKG_VERSION");
-    let warning = (probe.daemon_version != mine).then(|| {
+    let warning = (!probe.same_build()).then(|| {
         format!(
-            "tether: the running daemon is version {} and still serves sessions; this editor uses it \
-             until they end (tether {mine} takes over then; restart the language server to switch)",
-            probe.daemon_version
+            "tether: the running daemon is {} and still serves sessions; this editor uses it \
+             until they end (this tether {mine} takes over then; restart the language server to switch)",
+            probe.daemon_description()
         )
     });
     drop(probe);

@@ -6,7 +6,8 @@
 //!
 //! Versions. The socket's name carries the major version, so a daemon of an incompatible
 //! version is never reached. A daemon of the same major version but another version is not
-//! used silently either: the client asks it to hand over (`tether/handover`). A daemon without
+//! used silently either, nor one of the same version but another build (a rebuilt `tether`,
+//! [`crate::editor::protocol::build_id`]): the client asks it to hand over (`tether/handover`). A daemon without
 //! live sessions stops at once and the client starts one of its own version; a daemon serving
 //! sessions keeps serving them (its processes depend on it), is used this time with a warning,
 //! and stops by itself once its last session has ended, so the next client gets a current one.
@@ -29,12 +30,14 @@ pub struct Connection {
     next_id: u64,
     /// The daemon's version (`serverInfo.version`).
     pub daemon_version: String,
+    /// The daemon's build (`capabilities.experimental.tether.build`).
+    pub daemon_build: String,
 }
 
 impl Connection {
     fn new(stream: UnixStream) -> anyhow::Result<Connection> {
         let reader = BufReader::new(stream.try_clone().context("cloning the daemon socket")?);
-        Ok(Connection { stream, reader, next_id: 0, daemon_version: String::new() })
+        Ok(Connection { stream, reader, next_id: 0, daemon_version: String::new(), daemon_build: String::new() })
     }
 
     fn send(&mut self, msg: &Value) -> anyhow::Result<()> {
@@ -89,7 +92,24 @@ impl Connection {
             })?;
         self.stream.set_read_timeout(None).context("clearing the timeout on the daemon socket")?;
         self.daemon_version = result["serverInfo"]["version"].as_str().unwrap_or("").to_string();
+        self.daemon_build =
+            result["capabilities"]["experimental"]["tether"]["build"].as_str().unwrap_or("").to_string();
         Ok(self)
+    }
+
+    /// The daemon is this very build (same version and same executable, see
+    /// [`crate::editor::protocol::build_id`]).
+    pub fn same_build(&self) -> bool {
+        self.daemon_version == env!("CARGO_PKG_VERSION") && self.daemon_build == crate::editor::protocol::build_id()
+    }
+
+    /// The daemon's version, with "another build of" when only the build differs.
+    pub fn daemon_description(&self) -> String {
+        if self.daemon_version == env!("CARGO_PKG_VERSION") {
+            format!("another build of version {}", self.daemon_version)
+        } else {
+            format!("version {}", self.daemon_version)
+        }
     }
 }
 
@@ -98,25 +118,27 @@ impl Connection {
 pub fn connect() -> anyhow::Result<Connection> {
     let mut conn = Connection::new(connect_or_start()?)?.initialize()?;
     let mine = env!("CARGO_PKG_VERSION");
-    if conn.daemon_version == mine {
+    if conn.same_build() {
         return Ok(conn);
     }
     let answer = conn.call("tether/handover", json!({"version": mine}))?;
     if answer["accepted"] != true {
         eprintln!(
-            "tether: the running daemon is version {} and serves {} session(s); this tether is {mine}. \
+            "tether: the running daemon is {} and serves {} session(s); this tether is {mine} (build {}). \
              It serves this request and hands over when its sessions end.",
-            conn.daemon_version, answer["sessions"]
+            conn.daemon_description(),
+            answer["sessions"],
+            crate::editor::protocol::build_id()
         );
         return Ok(conn);
     }
     drop(conn);
     wait_until_stopped(Duration::from_secs(10))?;
     let conn = Connection::new(connect_or_start()?)?.initialize()?;
-    if conn.daemon_version != mine {
+    if !conn.same_build() {
         bail!(
-            "the tether daemon is version {} after a handover, expected {mine}; run `tether daemon stop`",
-            conn.daemon_version
+            "the tether daemon is {} after a handover, expected this build of {mine}; run `tether daemon stop`",
+            conn.daemon_description()
         );
     }
     Ok(conn)

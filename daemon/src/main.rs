@@ -49,6 +49,10 @@ enum Command {
     ExplainPath {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// A program the session runs (a path, or a name looked up on PATH): its installation
+        /// stays local, as in a session (`/opt/x` for `/opt/x/bin/prog`). May be repeated.
+        #[arg(long)]
+        program: Vec<String>,
         path: String,
     },
     /// Check a launch configuration without starting anything (exit status 1 on errors).
@@ -136,12 +140,19 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.prints_to_a_pipe() {
+        // Rust ignores SIGPIPE, so `tether status | head -1` would panic in `println!` once
+        // `head` has gone. These commands only print: end quietly, as other Unix tools do.
+        // SAFETY: setting a signal's disposition to its default touches no memory of ours; it
+        // happens before any thread is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::Exec { target, config, layer, program } => {
             init_cli_logging();
             cli::exec::run(cli::exec::ExecArgs { target, config, layer, program })
         }
-        Command::ExplainPath { config, path } => explain_path(config, &path),
+        Command::ExplainPath { config, program, path } => explain_path(config, &program, &path),
         Command::Doctor { launch, name, config, json } => {
             cli::doctor::run(cli::doctor::DoctorArgs { launch, name, config, json })
         }
@@ -172,6 +183,23 @@ fn main() -> ExitCode {
             eprintln!("tether: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+impl Command {
+    /// Commands whose whole job is printing (never the daemon, the bridge or `exec`, which talk
+    /// to sockets and run the user's program: they handle a closed pipe as an error).
+    fn prints_to_a_pipe(&self) -> bool {
+        matches!(
+            self,
+            Command::ExplainPath { .. }
+                | Command::Doctor { .. }
+                | Command::Status { .. }
+                | Command::Ls { .. }
+                | Command::Agents { .. }
+                | Command::Logs { .. }
+                | Command::Schema { .. }
+        )
     }
 }
 
@@ -245,7 +273,7 @@ fn status(json: bool) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn explain_path(config: Option<PathBuf>, path: &str) -> anyhow::Result<i32> {
+fn explain_path(config: Option<PathBuf>, programs: &[String], path: &str) -> anyhow::Result<i32> {
     let cwd = std::env::current_dir()?;
     let (cfg, _) = match config {
         Some(p) => (tether_config::load(&p)?, Some(p)),
@@ -254,7 +282,25 @@ fn explain_path(config: Option<PathBuf>, path: &str) -> anyhow::Result<i32> {
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let ctx = tether_config::fs::RuleContext { home, project_dirs: vec![cwd.clone()] };
     let rules = tether_config::fs::PathRules::new(&cfg.feature.fs, &ctx)?;
+    for p in programs {
+        rules.add_program(&program_path(p)?);
+    }
     let abs = if path.starts_with('/') { path.to_string() } else { format!("{}/{path}", cwd.display()) };
     println!("{}", rules.explain(&intercept::proc::normalize(&abs)));
     Ok(0)
+}
+
+/// The executable a session would see for `program` (`/proc/PID/exe`: symlinks resolved), a
+/// path or a name looked up on `PATH`.
+fn program_path(program: &str) -> anyhow::Result<String> {
+    let found = if program.contains('/') {
+        Some(PathBuf::from(program))
+    } else {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    };
+    let found = found.with_context(|| format!("--program {program}: not found on PATH; give its path"))?;
+    let real = std::fs::canonicalize(&found).with_context(|| format!("--program {}", found.display()))?;
+    Ok(real.to_string_lossy().into_owned())
 }

@@ -1,7 +1,7 @@
 //! End to end for the launch doctor: a Go launch patched by the daemon builds a dynamically
-//! linked program through Debian's `dlv` that attaches to its session, and a launch through an
+//! linked program through Delve (`dlv`) that attaches to its session, and a launch through an
 //! environment-stripping task runner is reported ("no-attach", runner first) within its deadline.
-//! Needs root, `cargo build --workspace`, and Debian's `delve` and `golang-go`.
+//! Needs root, `cargo build --workspace`, a Go toolchain and Delve (`bash .ci/tools install`).
 
 mod common;
 mod protocol_client;
@@ -43,9 +43,9 @@ func main() {
 
 #[test]
 fn a_go_launch_built_by_dlv_with_the_patched_flags_is_dynamic_and_attaches() {
-    if Command::new("dlv").arg("version").output().is_err() {
-        panic!("Debian's delve is needed: apt-get install delve golang-go");
-    }
+    let dlv = tether_testkit::programs::tool("dlv").unwrap_or_else(|e| panic!("{e:#}"));
+    let go = tether_testkit::programs::go().unwrap_or_else(|e| panic!("{e:#}"));
+    let go_dir = go.parent().expect("go's directory").to_path_buf();
     let pod = pod("doctor-go");
     let world = World::new();
     let _daemon = start_daemon(&world, &[]);
@@ -70,15 +70,18 @@ fn a_go_launch_built_by_dlv_with_the_patched_flags_is_dynamic_and_attaches() {
     // Launch as the Go extension would: dlv builds with the patched flags and runs the program
     // with the patched environment.
     let bin = world.project.join("debug-bin");
+    let dlv_path = dlv;
     let mut dlv = Command::new("ip");
-    dlv.args(["netns", "exec", &world.laptop, "dlv", "debug"])
+    dlv.args(["netns", "exec", &world.laptop])
+        .arg(&dlv_path)
+        .arg("debug")
         .arg(&app)
         .arg(format!("--build-flags={flags}"))
         .arg("--output")
         .arg(&bin)
         .args(["--headless", "--listen=127.0.0.1:0", "--api-version=2", "--accept-multiclient", "--continue"])
         .current_dir(&app)
-        .env("PATH", format!("/usr/lib/go-1.19/bin:{}", std::env::var("PATH").unwrap_or_default()))
+        .env("PATH", format!("{}:{}", go_dir.display(), std::env::var("PATH").unwrap_or_default()))
         .env("GOCACHE", world.project.join("gocache"))
         .env("GOPATH", world.project.join("gopath"))
         .env("GOFLAGS", "-mod=mod")

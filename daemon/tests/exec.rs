@@ -121,6 +121,76 @@ fn the_demo_shows_every_part() {
             "-> hello from pod demo",
             "gave the local server on 8080 `GET /from-a-client HTTP/1.0` from 198.19.0.1:",
             "got: answered by the local program",
+            "demo pod removed",
         ],
     );
+}
+
+/// The demo's own things, by the demo's pid: its network namespaces and its config file.
+fn demo_leftovers(pid: u32) -> Vec<String> {
+    let mut left: Vec<String> = std::fs::read_dir("/var/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(&format!("-{pid}-")))
+        .collect();
+    let config = std::env::temp_dir().join(format!("tether-demo-{pid}.json"));
+    if config.exists() {
+        left.push(config.display().to_string());
+    }
+    left
+}
+
+/// A machine without `nft` hears so before anything is built, with the package to install,
+/// and the demo does not wait forever in step 5.
+#[test]
+fn the_demo_names_what_is_missing_before_it_starts() {
+    let w = World::new();
+    // A PATH with everything the demo uses but `nft`.
+    let bin = w.dir.join("bin-without-nft");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["ip", "python3", "curl", "getent", "sh"] {
+        let found = programs::tool(tool).unwrap_or_else(|e| panic!("{e:#}"));
+        std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
+    }
+    let started = std::time::Instant::now();
+    let out = run(w.tether().arg("demo").env("PATH", &bin));
+    assert!(!out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("`nft`") && said.contains("apt-get install nftables"), "{said}");
+    assert!(!said.contains("demo pod:"), "nothing is built: {said}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
+}
+
+/// Ctrl-C in the middle of the tour: the demo removes its pod, namespaces and config file.
+#[test]
+fn the_demo_cleans_up_after_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    let w = World::new();
+    let mut child = w
+        .tether()
+        .args(["demo", "--", "sh", "-c", "echo started; sleep 60"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("started") {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the demo ended early: {seen}");
+        seen.push_str(&line);
+    }
+    assert!(!demo_leftovers(pid).is_empty(), "the pod exists while the demo runs");
+    // Ctrl-C reaches the whole foreground group; here the demo and its program get it.
+    // SAFETY: kill has no memory preconditions.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGINT) }, 0);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(rest.contains("demo pod removed"), "{seen}{rest}");
+    assert!(!status.success(), "{status}");
+    assert_eq!(demo_leftovers(pid), Vec::<String>::new());
 }

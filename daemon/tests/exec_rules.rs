@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use std::path::PathBuf;
 
 fn with_config(name: &str, config: &str, program: &[&str]) -> std::process::Output {
     let w = World::new();
@@ -119,6 +120,48 @@ fn explain_path_names_the_rule() {
     let out = run(w.tether().args(["explain-path", "/etc/resolv.conf"]));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("remote"), "{}", text(&out));
+}
+
+/// `explain-path --program` agrees with a session that runs the program: the program's own
+/// installation stays local (`/opt/x` for `/opt/x/bin/prog`), wherever it lies.
+#[test]
+fn explain_path_keeps_a_named_programs_installation_local() {
+    let w = World::new();
+    let install = PathBuf::from(format!("/opt/tether-explain-{}", std::process::id()));
+    std::fs::create_dir_all(install.join("bin")).unwrap();
+    std::fs::copy("/bin/true", install.join("bin/prog")).unwrap();
+    let data = format!("{}/share/prog/data.txt", install.display());
+    let plain = run(w.tether().args(["explain-path", &data]));
+    let with = run(w.tether().arg("explain-path").arg("--program").arg(install.join("bin/prog")).arg(&data));
+    let missing = run(w.tether().args(["explain-path", "--program", "no-such-program-here", &data]));
+    let _ = std::fs::remove_dir_all(&install);
+    assert!(String::from_utf8_lossy(&plain.stdout).contains(": remote"), "{}", text(&plain));
+    let said = String::from_utf8_lossy(&with.stdout);
+    assert!(
+        with.status.success() && said.contains(": local") && said.contains(&*install.to_string_lossy()),
+        "{}",
+        text(&with)
+    );
+    assert!(!missing.status.success() && text(&missing).contains("not found on PATH"), "{}", text(&missing));
+}
+
+/// A printing command whose reader goes away (`tether status | head -1`) ends quietly: no panic.
+#[test]
+fn a_closed_stdout_is_no_panic() {
+    let w = World::new();
+    for args in [&["status"][..], &["schema"], &["explain-path", "/etc/hosts"]] {
+        let mut child = w
+            .tether()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader is gone before the first line
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked") && out.status.code() != Some(101), "tether {args:?}: {stderr}");
+    }
 }
 
 #[test]

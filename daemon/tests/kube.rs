@@ -411,17 +411,13 @@ fn ls_lists_workloads_and_pods_with_sidecars_marked() {
 /// `kubectl` against the fake: the calls it serves behave as a real server's would.
 #[test]
 fn kubectl_reads_the_fake() {
-    let kubectl = ["/usr/bin/kubectl", "/usr/local/bin/kubectl"].into_iter().find(|p| Path::new(p).exists());
-    let Some(kubectl) = kubectl else {
-        eprintln!("SKIPPED kubectl_reads_the_fake: kubectl is not installed (apt-get install kubernetes-client)");
-        return;
-    };
+    let kubectl = tether_testkit::programs::tool("kubectl").unwrap_or_else(|e| panic!("{e:#}"));
     let k = KubeWorld::new();
     k.fake.add_deployment("default", "web", &[("app", "web")], &["app"], 1);
     k.fake.add_pod(FakePod::new("web-1").label("app", "web")).unwrap();
     let kc = |args: &[&str]| {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &k.w.laptop, kubectl, "--kubeconfig"]).arg(&k.fake.kubeconfig).args(args);
+        cmd.args(["netns", "exec", &k.w.laptop]).arg(&kubectl).arg("--kubeconfig").arg(&k.fake.kubeconfig).args(args);
         cmd.env("HOME", k.w.dir.join("home")).env_remove("KUBECONFIG");
         run(&mut cmd)
     };

@@ -112,6 +112,26 @@ fn an_idle_daemon_of_another_version_hands_over_to_the_bridge() {
     assert!(!c.inbox.iter().any(|m| m["method"] == "window/showMessage"), "{:#?}", c.inbox);
 }
 
+/// Same version, another build (a `tether` rebuilt since the daemon started): the client does
+/// not use the stale daemon silently; an idle one hands over.
+#[test]
+fn an_idle_daemon_of_another_build_hands_over() {
+    let world = World::new();
+    let mut old = start_daemon(&world, &[("TETHER_DAEMON_BUILD", "an-older-build")]);
+    let mut probe = Client::connect(&world);
+    let init = probe.initialize(json!({}));
+    assert_eq!(version_of(&init), env!("CARGO_PKG_VERSION"));
+    assert_eq!(init["capabilities"]["experimental"]["tether"]["build"], "an-older-build");
+    drop(probe);
+
+    let mut c = Client::bridge(&world, &[]);
+    let init = c.initialize(json!({}));
+    let build = init["capabilities"]["experimental"]["tether"]["build"].as_str().unwrap_or_default().to_string();
+    assert!(!build.is_empty() && build != "an-older-build", "this build's daemon took over: {init:#}");
+    wait_exit(&mut old.child, Duration::from_secs(10));
+    assert!(world.log().contains("a client of another version asks for the socket"), "{}", world.log());
+}
+
 #[test]
 fn a_busy_daemon_of_another_version_serves_until_its_sessions_end() {
     let pod = common::pod("bridge-busy");

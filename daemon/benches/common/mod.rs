@@ -68,3 +68,48 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
 }
+
+/// A benchmark's printed table: each figure beside its baseline from the same run, and for a
+/// figure with a goal, whether this run met it; [`Table::finish`] sums the verdicts up.
+pub struct Table {
+    name_width: usize,
+    met: usize,
+    missed: Vec<String>,
+}
+
+impl Table {
+    /// Prints the header; `what` names the figures' kind ("figure (medians)", ...).
+    pub fn new(what: &str, name_width: usize) -> Table {
+        println!("{what:<name_width$} {:>14} {:>14} {:>16}   goal", "tether", "baseline", "result");
+        Table { name_width, met: 0, missed: Vec::new() }
+    }
+
+    /// A figure without a goal of its own (a detail of the row above it).
+    pub fn info(&mut self, name: &str, tether: String, baseline: String, result: String) {
+        let w = self.name_width;
+        println!("{name:<w$} {tether:>14} {baseline:>14} {result:>16}");
+    }
+
+    /// A figure with its goal, and whether this run met it.
+    pub fn goal(&mut self, name: &str, tether: String, baseline: String, result: String, goal: &str, met: bool) {
+        let w = self.name_width;
+        let verdict = if met { "met" } else { "MISSED" };
+        println!("{name:<w$} {tether:>14} {baseline:>14} {result:>16}   {goal}: {verdict}");
+        if met {
+            self.met += 1;
+        } else {
+            self.missed.push(name.trim().to_string());
+        }
+    }
+
+    /// Prints the verdicts' sum; the benchmark's exit status is 1 when a goal was missed.
+    pub fn finish(self) -> i32 {
+        if self.missed.is_empty() {
+            println!("goals: all {} met", self.met);
+            0
+        } else {
+            println!("goals: {} met, {} missed: {}", self.met, self.missed.len(), self.missed.join("; "));
+            1
+        }
+    }
+}

@@ -147,6 +147,7 @@ impl LanguageServer for Editor {
 
         let tether = TetherCapabilities {
             version: daemon_version(),
+            build: super::protocol::build_id(),
             protocol: PROTOCOL_VERSION,
             pid: std::process::id(),
             methods: tether_methods(),

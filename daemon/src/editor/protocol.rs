@@ -24,6 +24,25 @@ pub fn daemon_version() -> String {
         .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string())
 }
 
+/// This executable's build: its size and modification time, read once (`/proc/self/exe` is the
+/// file that runs, even after a rebuild replaced it on disk). Two processes of the same build
+/// agree; a rebuilt `tether` (same version, other code) does not, so a client never uses a
+/// stale daemon silently. `TETHER_DAEMON_BUILD` overrides it, which only tests use.
+pub fn build_id() -> String {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        if let Some(v) = std::env::var("TETHER_DAEMON_BUILD").ok().filter(|v| !v.is_empty()) {
+            return v;
+        }
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata("/proc/self/exe") {
+            Ok(m) => format!("{:x}-{:x}.{:x}", m.size(), m.mtime(), m.mtime_nsec()),
+            Err(_) => "unknown".into(),
+        }
+    })
+    .clone()
+}
+
 /// `initializationOptions` a client may pass to `initialize`.
 #[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
@@ -39,6 +58,10 @@ pub struct InitializationOptions {
 pub struct TetherCapabilities {
     /// The daemon's version (also in `serverInfo.version`).
     pub version: String,
+    /// The daemon's build ([`build_id`]): clients of another build ask it to hand over, as they
+    /// do for another version.
+    #[serde(default)]
+    pub build: String,
     /// [`PROTOCOL_VERSION`]: the version of the `tether/*` methods.
     pub protocol: u32,
     /// The daemon's process id.

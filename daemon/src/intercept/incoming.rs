@@ -49,7 +49,9 @@
 //! A dummy for a stolen socket is closed with a reset once swapped (no `TIME_WAIT` left behind).
 //!
 //! **Stopping.** The daemon keeps no descriptor of a listener (but the watcher's, while calls
-//! wait on it and for at most a period after the last one). A monitor thread (while any
+//! wait on it and for at most a period after the last one; when the waiting thread exits, which
+//! the watcher sees on its pidfd, the watcher lets go at once, so a program killed in `accept`
+//! and started again finds its port free). A monitor thread (while any
 //! listener is registered) asks `sock_diag` for the namespace's listening sockets (or reads
 //! `/proc/self/net/tcp{,6}`) every 250 ms; a listener whose socket inode is gone (closed by the
 //! program, or the program exited) is retired, and when a target port has no listener left its
@@ -176,6 +178,9 @@ struct Ready {
 struct Waiter {
     call: Call,
     flags: i32,
+    /// A pidfd of the waiting thread: readable once it exited, so the watcher lets go of the
+    /// listener at once when the program dies in `accept` (its port is free for a restart).
+    exited: Option<Arc<OwnedFd>>,
 }
 
 /// A connection delivered to a listener, waiting for the program's `accept`.
@@ -1071,7 +1076,8 @@ impl Call {
                     drop(ws); // it came meanwhile
                     return self.give_ready(&inc, &listen, r, flags);
                 }
-                ws.queue.push_back(Waiter { call: self, flags });
+                let exited = proc::pidfd(self.n.tid).ok().map(Arc::new);
+                ws.queue.push_back(Waiter { call: self, flags, exited });
                 ws.arrived = true;
                 if ws.watching {
                     let parked = std::mem::take(&mut ws.parked);
@@ -1218,15 +1224,25 @@ impl Call {
 fn watch(inc: Arc<Incoming>, listen: Arc<Listen>, dup: OwnedFd) {
     let mut next_check = Instant::now() + SIGNAL_PERIOD;
     loop {
-        let parked = listen.waiters.lock().unwrap().parked;
+        // The waiters' pidfds stay open while polled (the Arcs), even if a delivery takes the
+        // waiter meanwhile.
+        let (parked, exits): (bool, Vec<Arc<OwnedFd>>) = {
+            let ws = listen.waiters.lock().unwrap();
+            (ws.parked, ws.queue.iter().filter_map(|w| w.exited.clone()).collect())
+        };
         let left = next_check.saturating_duration_since(Instant::now());
-        let mut pfd = [libc::POLLIN; 3].map(|events| libc::pollfd { fd: -1, events, revents: 0 });
+        let mut pfd: Vec<libc::pollfd> =
+            [libc::POLLIN; 3].into_iter().map(|events| libc::pollfd { fd: -1, events, revents: 0 }).collect();
         pfd[0].fd = listen.wake.as_raw_fd();
         pfd[1].fd = listen.timer.as_raw_fd();
         if !parked {
             pfd[2].fd = dup.as_raw_fd();
         }
-        unsafe { libc::poll(pfd.as_mut_ptr(), 3, left.as_millis() as i32) };
+        pfd.extend(exits.iter().map(|e| libc::pollfd { fd: e.as_raw_fd(), events: libc::POLLIN, revents: 0 }));
+        // SAFETY: `pfd` is a valid array of `pfd.len()` pollfds, and every descriptor in it stays
+        // open for the call (owned by `listen`, `dup` and `exits`).
+        unsafe { libc::poll(pfd.as_mut_ptr(), pfd.len() as libc::nfds_t, left.as_millis() as i32) };
+        let a_waiter_exited = pfd[3..].iter().any(|p| p.revents != 0);
         for p in &pfd[..2] {
             if p.revents & libc::POLLIN != 0 {
                 let mut n = 0u64;
@@ -1273,7 +1289,7 @@ fn watch(inc: Arc<Incoming>, listen: Arc<Listen>, dup: OwnedFd) {
                 Err(e) => w.call.answer(Answer::Errno(e.raw_os_error().unwrap_or(libc::EIO))),
             }
         }
-        if Instant::now() < next_check {
+        if Instant::now() < next_check && !a_waiter_exited {
             continue;
         }
         next_check = Instant::now() + SIGNAL_PERIOD;
@@ -1288,7 +1304,8 @@ fn watch(inc: Arc<Incoming>, listen: Arc<Listen>, dup: OwnedFd) {
             }
             true
         });
-        if ws.queue.is_empty() && ws.ready.is_empty() && !ws.arrived {
+        // A caller that died leaves no reason to keep the listener for a next call: it goes now.
+        if ws.queue.is_empty() && ws.ready.is_empty() && (!ws.arrived || a_waiter_exited) {
             ws.watching = false;
             ws.parked = false;
             return;

@@ -117,9 +117,10 @@ impl Program {
         p
     }
 
-    /// Waits (at most 20 s) for a line containing `what`.
+    /// Waits (at most 60 s: a loaded 2-core machine is slow, the line comes or the test fails)
+    /// for a line containing `what`.
     pub fn expect(&mut self, what: &str, log: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         if let Some(l) = self.seen.iter().find(|l| l.contains(what)) {
             let l = l.clone();
             self.seen.retain(|x| *x != l);
@@ -133,6 +134,29 @@ impl Program {
             }
         }
         panic!("no line with {what:?}; output so far:\n{}\n--- daemon log\n{log}", self.seen.join("\n"));
+    }
+
+    /// Waits (at most 30 s) until a thread of the program (the `tether exec` process or one of
+    /// its descendants) is inside `accept`/`accept4` (`/proc/PID/task/TID/syscall`): with
+    /// incoming traffic on, that call waits in the daemon.
+    pub fn wait_in_accept(&self) {
+        let wanted = [libc::SYS_accept, libc::SYS_accept4].map(|n| n.to_string());
+        let in_accept = || {
+            let mut pids = vec![self.child.id()];
+            while let Some(pid) = pids.pop() {
+                let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+                for task in tasks.flatten() {
+                    let call = std::fs::read_to_string(task.path().join("syscall")).unwrap_or_default();
+                    if call.split_whitespace().next().is_some_and(|n| wanted.iter().any(|w| w == n)) {
+                        return Some(());
+                    }
+                    let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+                    pids.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+                }
+            }
+            None
+        };
+        assert!(eventually(Duration::from_secs(30), in_accept).is_some(), "the program never waited in accept");
     }
 
     pub fn send(&mut self, line: &str) {

@@ -14,6 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EXT=$PWD
 REPO=$(cd ../.. && pwd)
+# The Go debugger's `dlv` is where `go install` puts it (bash .ci/tools install).
+PATH=$PATH:${GOBIN:-$(go env GOPATH)/bin}
+export PATH
 export E2E_CACHE=${TETHER_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tether-vscode-e2e}
 mkdir -p "$E2E_CACHE"
 

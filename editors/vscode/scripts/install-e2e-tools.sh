@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end test needs, from the package registries only, into a cache
 # directory outside the repository (reused by later runs):
-#   - Debian: chromium, ripgrep, delve, golang-go and what code-server's native modules build with;
+#   - Debian: chromium, ripgrep and what code-server's native modules build with;
 #   - npm: code-server (a full VS Code for the browser) and playwright-core, into $CACHE/tools.
 # code-server's own install steps download from GitHub, which cannot be reached here; see
 # ../../../shared/notes/vscode-e2e.md for the two work-arounds used below.
@@ -19,7 +19,7 @@ log() { echo "[install-e2e-tools] $*" >&2; }
 
 # Debian packages.
 export DEBIAN_FRONTEND=noninteractive
-packages=(chromium ripgrep libkrb5-dev build-essential python3 delve golang-go)
+packages=(chromium ripgrep libkrb5-dev build-essential python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -10,7 +10,7 @@
 //      once the debug session stops;
 //   4. a launch whose programs never join (they are in the skip list) is reported: a
 //      notification with the cause, and the diagnostic in the view;
-//   5. a `go` launch through Debian's `dlv dap` gets buildFlags patched by the daemon
+//   5. a `go` launch through Delve's `dlv dap` gets buildFlags patched by the daemon
 //      (`-linkmode external`), and its debuggee is intercepted the same way.
 // Screenshots and logs go to $RESULTS (default editors/vscode/test-results/e2e).
 //
@@ -226,7 +226,7 @@ async function main() {
 
   await step('prewarm the Go build cache (what dlv builds: -N -l, external link)', () => {
     execFileSync(
-      '/usr/lib/go-1.19/bin/go',
+      'go',
       ['build', '-gcflags=all=-N -l', '-ldflags=-linkmode external', '-tags=e2e', '-o', path.join(RUN, 'tmp', 'goapp-prewarm'), '.'],
       { cwd: path.join(WS, 'goapp'), env, stdio: 'inherit', timeout: 300000 },
     );

@@ -1,5 +1,5 @@
-// Test only: the `go` debug type, served by Debian's `dlv dap` (delve 1.20, which builds with
-// Debian's Go 1.19). The configuration VS Code hands to the adapter (after every resolver, so
+// Test only: the `go` debug type, served by Delve's `dlv dap` (from `go install`, building with
+// the installed Go). The configuration VS Code hands to the adapter (after every resolver, so
 // after tether's patch) is written to `e2eRecord`, so the test can check what tether changed.
 const vscode = require('vscode');
 const cp = require('child_process');
@@ -31,8 +31,8 @@ exports.activate = (context) => {
           fs.writeFileSync(config.e2eRecord, JSON.stringify(config, null, 2));
         }
         const port = await freePort();
-        const goBin = fs.existsSync('/usr/lib/go-1.19/bin/go') ? '/usr/lib/go-1.19/bin' : '/usr/lib/go/bin';
-        const env = { ...process.env, PATH: `${goBin}:${process.env.PATH}` };
+        // `go` and `dlv` come from PATH (scripts/e2e.sh puts Go's install directory on it).
+        const env = { ...process.env };
         // As the Go extension does: dlv runs in the package's directory, so that `go build`
         // finds its go.mod.
         let cwd = session.workspaceFolder?.uri.fsPath;
