@@ -170,7 +170,7 @@ fn the_demo_cleans_up_after_ctrl_c() {
     let w = World::new();
     let mut child = w
         .tether()
-        .args(["demo", "--", "sh", "-c", "echo started; sleep 60"])
+        .args(["demo", "--", "sh", "-c", "echo started; exec sleep 60"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
