@@ -94,6 +94,13 @@ impl RealCluster {
         ok_stdout(&out, &format!("kubectl {}", args.join(" ")))
     }
 
+    /// Runs `kubectl ARGS...` (at most `timeout`), whatever its exit status.
+    pub fn kubectl_output(&self, args: &[&str], timeout: Duration) -> anyhow::Result<Output> {
+        let mut cmd = self.kubectl();
+        cmd.args(args);
+        run_with_timeout(&mut cmd, None, timeout)
+    }
+
     /// `kubectl apply -f -` with `yaml` on its stdin.
     pub fn apply(&self, yaml: &str) -> anyhow::Result<String> {
         let mut cmd = self.kubectl();
