@@ -8,6 +8,7 @@
 //!   once and cached under `<target dir>/testkit-fixtures/`.
 //! * [`elf`]: a tiny ELF64 reader that tells static from dynamic executables.
 //! * [`dns`]: the pod's hand-written DNS responder (exposed for unit tests and reuse).
+//! * [`cluster`]: a real single-node Kubernetes cluster (`cluster/up`), shared per test process.
 //!
 //! Everything here needs root (network namespaces, chroot, ports below 1024).
 //!
@@ -33,6 +34,7 @@
 //! Use [`Pod::exec_in_netns`], [`Pod::exec_in_pod`] or [`Pod::run_in_netns`].
 
 pub mod client;
+pub mod cluster;
 pub mod dns;
 pub mod elf;
 #[cfg(feature = "kube")]
