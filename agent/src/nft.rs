@@ -422,7 +422,7 @@ impl Drop for Table {
             drop(g.stdin.take());
             let _ = g.wait();
         }
-        tracing::info!(table = %self.name, "redirect table removed");
+        tracing::info!(table = %self.name, owner = self.owner, "redirect table removed");
     }
 }
 
