@@ -64,10 +64,10 @@ pub fn run(table: &str) -> ! {
     }
     // SAFETY: descriptor 3 was set up by `spawn`; a failure is reported below.
     let ns = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(NETNS_FD) };
-    let code = match crate::nft::run(&ns, &["delete", "table", "inet", table]) {
-        Ok(_) => 0,
+    let code = match crate::nft::delete_table(&ns, table) {
+        Ok(()) => 0,
         // Already gone (the agent removed it on a clean exit): nothing to do.
-        Err(e) if e.to_string().contains("No such file") => 0,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => 0,
         Err(e) => {
             eprintln!("tether-agent guard: could not delete table {table}: {e}");
             1

@@ -21,6 +21,7 @@ mod incoming_grpc;
 mod incoming_h2;
 mod incoming_http;
 mod incoming_mirror;
+mod netlink;
 mod netns;
 mod nft;
 mod ports;

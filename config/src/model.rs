@@ -146,7 +146,171 @@ pub struct AgentConfig {
     pub startup_timeout: u64,
     /// Seconds the agent stays alive after its last client left, so that a restart is instant.
     pub idle_timeout: u64,
+    /// When the node pulls `agent.image`: `IfNotPresent`, `Always` or `Never` (default:
+    /// Kubernetes' own, `IfNotPresent` for a tag other than `latest`). `Never` uses only an image
+    /// loaded onto the node (`tether agent-image load`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+    /// Names of Secrets of type `kubernetes.io/dockerconfigjson` in the agent pod's namespace
+    /// that hold the credentials of a private registry of `agent.image` (Jobs and targetless
+    /// pods; an ephemeral container uses the target pod's own pull secrets).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<KubeName>,
+    /// Tolerations of the agent's pod (targetless pods; node Jobs tolerate every taint already),
+    /// written as in a pod spec: `{"key": "dedicated", "operator": "Equal", "value": "dev",
+    /// "effect": "NoSchedule"}`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Node labels the agent's pod must match, e.g. `{"kubernetes.io/os": "linux"}`
+    /// (targetless pods and node Jobs; a Job is bound to its target's node, which must match).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<KubeLabelKey, String>,
+    /// CPU and memory of the agent's container, as Kubernetes quantities: `{"requests":
+    /// {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "256Mi"}}`. Namespaces with a
+    /// LimitRange or a ResourceQuota often require them.
+    #[serde(skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
+    /// Labels added to the agent's Job and pod (tether's own `app.kubernetes.io/*` labels stay).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<KubeLabelKey, String>,
+    /// Annotations added to the agent's Job and pod (e.g. a mesh's exclusion, a policy's
+    /// exemption).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<KubeLabelKey, String>,
+    /// Service account of the agent's Job and targetless pod (default: the namespace's
+    /// `default`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<KubeName>,
 }
+
+/// `agent.image_pull_policy`: Kubernetes' `imagePullPolicy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PullPolicy {
+    IfNotPresent,
+    Always,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Always => "Always",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// A toleration of the agent's pod, as in a pod spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Toleration {
+    /// The taint's key (empty with `Exists`: every taint).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `Equal` (the default: the taint's value must be `value`) or `Exists`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operator: Option<TolerationOperator>,
+    /// The taint's value, with `Equal`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute` (empty: every effect).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effect: Option<TaintEffect>,
+    /// With `NoExecute`: how long the pod stays once the taint appears.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub toleration_seconds: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TolerationOperator {
+    Exists,
+    Equal,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+/// `agent.resources`: requests and limits by resource name (`cpu`, `memory`,
+/// `ephemeral-storage`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Resources {
+    /// What the scheduler reserves for the agent, e.g. `{"cpu": "10m", "memory": "32Mi"}`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<KubeLabelKey, Quantity>,
+    /// The most the agent may use, e.g. `{"memory": "256Mi"}`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<KubeLabelKey, Quantity>,
+}
+
+impl Resources {
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty() && self.limits.is_empty()
+    }
+}
+
+/// Defines a string type checked while the config is read, with a schema pattern.
+macro_rules! checked_string {
+    ($(#[$doc:meta])* $name:ident, $pattern:expr, $expecting:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+                let re = RE.get_or_init(|| regex::Regex::new($pattern).expect("a valid pattern"));
+                if re.is_match(&s) {
+                    Ok($name(s))
+                } else {
+                    Err(de::Error::invalid_value(de::Unexpected::Str(&s), &$expecting))
+                }
+            }
+        }
+
+        impl JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!({"type": "string", "pattern": $pattern})
+            }
+        }
+    };
+}
+
+checked_string!(
+    /// A Kubernetes object name (a Secret, a ServiceAccount): lower-case letters, digits, `-`
+    /// and `.`.
+    KubeName,
+    r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+    "a Kubernetes name (lower-case letters, digits, `-`, `.`)"
+);
+checked_string!(
+    /// A label, annotation or resource key: `[prefix/]name`.
+    KubeLabelKey,
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
+    "a Kubernetes key such as `app`, `example.com/team` or `memory`"
+);
+checked_string!(
+    /// A Kubernetes quantity: `100m`, `0.5`, `64Mi`, `1G`.
+    Quantity,
+    r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$",
+    "a Kubernetes quantity such as `100m`, `0.5`, `64Mi` or `1Gi`"
+);
 
 impl Default for AgentConfig {
     fn default() -> Self {
@@ -159,6 +323,14 @@ impl Default for AgentConfig {
             ephemeral: true,
             startup_timeout: 30,
             idle_timeout: 60,
+            image_pull_policy: None,
+            image_pull_secrets: Vec::new(),
+            tolerations: Vec::new(),
+            node_selector: BTreeMap::new(),
+            resources: Resources::default(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            service_account: None,
         }
     }
 }

@@ -418,3 +418,31 @@ fn loaded_config_builds_rules() {
     assert_eq!(d.route, net::NetRoute::Local);
     assert_eq!(out.decide(net::Proto::Udp, "10.1.1.1:53".parse().unwrap()).route, net::NetRoute::Local);
 }
+
+#[test]
+fn the_agents_cluster_settings_are_checked_while_reading() {
+    let c = parse(
+        r#"{"agent": {"image_pull_policy": "Never", "image_pull_secrets": ["regcred"],
+            "tolerations": [{"key": "dedicated", "operator": "Exists", "tolerationSeconds": 30}],
+            "node_selector": {"kubernetes.io/os": "linux"},
+            "resources": {"requests": {"cpu": "10m", "memory": "0.5Gi"}}, "service_account": "tether"}}"#,
+        Path::new(ORIGIN),
+    )
+    .unwrap();
+    assert_eq!(c.agent.image_pull_policy, Some(crate::model::PullPolicy::Never));
+    assert_eq!(c.agent.tolerations[0].toleration_seconds, Some(30));
+    assert_eq!(c.agent.resources.requests.len(), 2);
+    let e = err(r#"{"agent": {"resources": {"limits": {"memory": "lots"}}}}"#);
+    assert!(e.key.starts_with("agent.resources.limits"), "{}", e.key);
+    assert!(e.message.contains("a Kubernetes quantity"), "{}", e.message);
+    let e = err(r#"{"agent": {"image_pull_secrets": ["Reg_Cred"]}}"#);
+    assert!(e.message.contains("a Kubernetes name"), "{}", e.message);
+    let e = err(r#"{"agent": {"image_pull_policy": "Sometimes"}}"#);
+    assert_eq!(e.message, "unknown value `Sometimes`");
+    let e = err(r#"{"agent": {"tolerations": [{"key": "a", "operater": "Exists"}]}}"#);
+    assert_eq!(e.key, "agent.tolerations[0].operater");
+    assert_eq!(e.message, "unknown key");
+    assert!(e.hint.as_deref().unwrap_or("").contains("operator"), "{:?}", e.hint);
+    let e = err(r#"{"agent": {"labels": {"bad key!": "x"}}}"#);
+    assert!(e.message.contains("a Kubernetes key"), "{}", e.message);
+}

@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod doctor;
 mod editor;
+mod image;
 mod intercept;
 mod kube;
 mod logs;
@@ -102,6 +103,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The agent image: its default name, and building, pushing or loading it without Docker.
+    AgentImage {
+        #[command(subcommand)]
+        action: cli::agent_image::Action,
+    },
     /// List the daemon's sessions.
     Status {
         #[arg(long)]
@@ -162,6 +168,10 @@ fn main() -> ExitCode {
         Command::Ls { namespace, all_namespaces, json } => kube::list::run_ls(namespace, all_namespaces, json),
         Command::Agents { prune, namespace, json } => kube::list::run_agents(namespace, prune, json),
         Command::Demo { program } => cli::demo::run(program),
+        Command::AgentImage { action } => {
+            init_cli_logging();
+            cli::agent_image::run(action)
+        }
         Command::Lsp { stdio: _ } => {
             init_cli_logging();
             bridge::run()

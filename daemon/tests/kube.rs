@@ -9,7 +9,10 @@
 //! target by container id, port-forward, token handshake — and the relay that carries outgoing
 //! TCP and UDP (DNS) for an agent that is not on this host.
 //!
-//! Not covered here (the fake cannot): TLS and authentication to the API server, image pulls,
+//! The agent's start-up failures (`cluster-agent-*` of docs/doctor.md) are staged in the fake: an
+//! image it refuses to "pull", admission and scheduling refusals, an agent that crashes.
+//!
+//! Not covered here (the fake cannot): TLS and authentication to the API server, real image pulls,
 //! capability enforcement (`privileged`, SELinux, Bottlerocket: unit tests check the advice),
 //! controllers (the tests add a workload's pods themselves), a real kubelet's SPDY.
 //!
@@ -26,7 +29,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use tether_testkit::kube::{FakeCluster, FakeOptions, FakePod, Kind};
+use tether_testkit::kube::{FakeCluster, FakeOptions, FakePod, Kind, Stage};
 use tether_testkit::programs;
 
 /// A private daemon in a laptop namespace, and a fake cluster that only it can reach.
@@ -371,14 +374,132 @@ fn workload_errors_are_clear() {
     assert!(k.fake.agents().is_empty());
 }
 
+/// Runs `tether exec` and answers its stderr and how long it took; it must fail.
+fn failing_exec(k: &KubeWorld, target: &str, config: &str) -> (String, Duration) {
+    let config = k.w.config(config);
+    let began = std::time::Instant::now();
+    let out = k.exec(target, &["--config", config.to_str().unwrap()], &["true"]);
+    let took = began.elapsed();
+    assert!(!out.status.success(), "{}", text(&out));
+    (String::from_utf8_lossy(&out.stderr).into_owned(), took)
+}
+
+/// The failures of the agent's start are explained at once (never at agent.startup_timeout,
+/// 20 s here), each with its doctor id and its fix.
+const PATIENCE: &str = r#""startup_timeout": 20"#;
+const FAST: Duration = Duration::from_secs(10);
+
 #[test]
-fn an_agent_that_fails_explains_itself() {
+fn an_image_that_cannot_be_pulled_is_named_with_the_commands_that_fix_it() {
     let k = KubeWorld::new();
     k.deployment("img", &["app"]);
-    let config = k.w.config(r#"{"agent": {"image": "registry.test/does-not-exist:1", "startup_timeout": 10}}"#);
-    let out = k.exec("deployment/img", &["--config", config.to_str().unwrap()], &["true"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("ErrImagePull") && err.contains("check agent.image"), "{}", text(&out));
+    let (err, took) = failing_exec(
+        &k,
+        "deployment/img",
+        &format!(r#"{{"agent": {{"image": "registry.test/does-not-exist:1", {PATIENCE}}}}}"#),
+    );
+    for want in [
+        "[cluster-agent-image-pull]",
+        "registry.test/does-not-exist:1",
+        "ErrImagePull",
+        "pull access denied",
+        "tether agent-image push",
+        "tether agent-image load",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+    assert!(took < FAST, "took {took:?}");
+}
+
+#[test]
+fn a_missing_pull_secret_is_found_before_anything_is_created() {
+    let k = KubeWorld::new();
+    let config = format!(r#"{{"agent": {{"image_pull_secrets": ["regcred"], {PATIENCE}}}}}"#);
+    let (err, _) = failing_exec(&k, "targetless", &config);
+    assert!(err.contains("[cluster-agent-pull-secret]") && err.contains("secret regcred"), "{err}");
+    assert!(k.fake.names(Kind::Pod, "default").is_empty(), "nothing was created");
+    // With the secret, the same config starts, and the pod names it.
+    k.fake.add_secret("default", "regcred");
+    let out = k.exec("targetless", &["--config", k.w.config(&config).to_str().unwrap()], &["true"]);
+    k.expect(&out, &[]);
+    let pods = k.fake.names(Kind::Pod, "default");
+    let pod = k.fake.get(Kind::Pod, "default", &pods[0]).unwrap();
+    assert_eq!(pod["spec"]["imagePullSecrets"], json!([{"name": "regcred"}]));
+}
+
+#[test]
+fn admission_refusals_stop_the_session_with_the_rule() {
+    let k = KubeWorld::new();
+    k.deployment("web", &["app"]);
+    k.fake.stage(Stage::Admission(
+        r#"violates PodSecurity "baseline:latest": non-default capabilities (container "tether-agent" must not include "SYS_ADMIN")"#.into(),
+    ));
+    // The ephemeral container's patch is refused by the API...
+    let (err, took) = failing_exec(&k, "deployment/web", &format!(r#"{{"agent": {{{PATIENCE}}}}}"#));
+    assert!(err.contains("[cluster-agent-admission]") && err.contains("violates PodSecurity"), "{err}");
+    assert!(err.contains("pod-security.kubernetes.io/enforce=privileged"), "{err}");
+    assert!(took < FAST, "took {took:?}");
+    // ...and a Job's pod by the Job controller, which only says so in an event.
+    let (err, took) =
+        failing_exec(&k, "deployment/web", &format!(r#"{{"agent": {{"ephemeral": false, {PATIENCE}}}}}"#));
+    assert!(err.contains("[cluster-agent-admission]") && err.contains("Error creating: pods"), "{err}");
+    assert!(took < FAST, "took {took:?}");
+    assert!(k.fake.names(Kind::Job, "default").is_empty(), "the Job was deleted again");
+}
+
+#[test]
+fn an_unschedulable_agent_gets_the_tolerations_its_taints_need() {
+    let k = KubeWorld::new();
+    k.fake.stage(Stage::Unschedulable(
+        "0/1 nodes are available: 1 node(s) had untolerated taint {dedicated: dev}. preemption: 0/1 nodes are available.".into(),
+    ));
+    let (err, took) = failing_exec(&k, "targetless", &format!(r#"{{"agent": {{{PATIENCE}}}}}"#));
+    assert!(err.contains("[cluster-agent-unschedulable]") && err.contains("untolerated taint"), "{err}");
+    assert!(err.contains(r#"agent.tolerations: [{"key":"dedicated","operator":"Equal","value":"dev"}]"#), "{err}");
+    assert!(took < FAST, "took {took:?}");
+}
+
+#[test]
+fn an_agent_that_crashes_at_start_shows_its_last_lines() {
+    let k = KubeWorld::new();
+    k.deployment("img", &["app"]);
+    let (err, took) = failing_exec(
+        &k,
+        "deployment/img",
+        &format!(r#"{{"agent": {{"image": "registry.test/crashes-at-start:1", {PATIENCE}}}}}"#),
+    );
+    assert!(err.contains("[cluster-agent-crashed]") && err.contains("code 2"), "{err}");
+    assert!(err.contains("TETHER_AGENT_TOKEN is not set"), "the agent's own words: {err}");
+    assert!(took < FAST, "took {took:?}");
+}
+
+#[test]
+fn the_cluster_settings_reach_the_agents_pod() {
+    let k = KubeWorld::new();
+    let config = r#"{"agent": {
+        "image_pull_policy": "IfNotPresent",
+        "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+        "node_selector": {"kubernetes.io/os": "linux"},
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+        "labels": {"team": "web"}, "annotations": {"example.com/why": "debug"}, "service_account": "tether"
+    }}"#;
+    let out = k.exec(
+        "targetless",
+        &["--config", k.w.config(config).to_str().unwrap()],
+        &["sh", "-c", "curl -sS http://198.18.0.10/"],
+    );
+    k.expect(&out, &["hello from pod tether-agent-"]);
+    let pods = k.fake.names(Kind::Pod, "default");
+    let pod = k.fake.get(Kind::Pod, "default", &pods[0]).unwrap();
+    let spec = &pod["spec"];
+    assert_eq!(spec["containers"][0]["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(spec["containers"][0]["resources"]["limits"]["memory"], "128Mi");
+    assert_eq!(spec["tolerations"][0]["key"], "dedicated");
+    assert_eq!(spec["nodeSelector"]["kubernetes.io/os"], "linux");
+    assert_eq!(spec["serviceAccountName"], "tether");
+    assert_eq!(pod["metadata"]["labels"]["team"], "web");
+    assert_eq!(pod["metadata"]["labels"]["app.kubernetes.io/managed-by"], "tether");
+    assert_eq!(pod["metadata"]["annotations"]["example.com/why"], "debug");
 }
 
 #[test]

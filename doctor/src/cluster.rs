@@ -14,6 +14,11 @@
 //! | `cluster-agent-privileged` | error | the agent was refused by the kernel (capabilities, SELinux, Bottlerocket) |
 //! | `cluster-rbac` | error | permissions the chosen agent mode needs are missing |
 //! | `cluster-leftover-agents` | warning | agents of earlier sessions are still in the cluster |
+//! | `cluster-agent-image-pull` | error | the node cannot pull the agent image |
+//! | `cluster-agent-pull-secret` | error | a secret of `agent.image_pull_secrets` does not exist |
+//! | `cluster-agent-admission` | error | admission (Pod Security, a policy webhook) refused the agent |
+//! | `cluster-agent-unschedulable` | error | no node may run the agent's pod (taints, selector, resources) |
+//! | `cluster-agent-crashed` | error | the agent exited at start (its last lines) |
 
 use serde_json::json;
 
@@ -265,6 +270,158 @@ pub fn leftover_agents(names: &[String]) -> Option<Diagnostic> {
     )
 }
 
+/// The node could not pull the agent image `image`: `reason` (`ErrImagePull`,
+/// `ImagePullBackOff`, `InvalidImageName`) and the kubelet's `message`. `default_image`: the
+/// image is the default (`agent.image` unset), which a cluster without internet cannot reach.
+pub fn image_pull(image: &str, reason: &str, message: &str, default_image: bool) -> Diagnostic {
+    let m = message.to_ascii_lowercase();
+    let auth =
+        ["unauthorized", "authentication required", "denied", "forbidden", "401", "403"].iter().any(|w| m.contains(w));
+    let mut how = if auth {
+        "the registry wants credentials: put them in a Secret of type kubernetes.io/dockerconfigjson \
+         (`kubectl create secret docker-registry NAME ...`) and name it in agent.image_pull_secrets; "
+            .to_string()
+    } else {
+        String::new()
+    };
+    how.push_str(
+        "make the image reachable from the node: `tether agent-image push REGISTRY/REPO:TAG` and set agent.image to it, \
+         or load it onto the nodes without a registry (`tether agent-image load --into kind|minikube|containerd`) \
+         and set agent.image_pull_policy: IfNotPresent",
+    );
+    if default_image {
+        how.push_str(&format!(" (the default {image} is the project's published image)"));
+    }
+    let edit =
+        if auth { json!({"agent.image_pull_secrets": ["NAME"]}) } else { json!({"agent.image": "REGISTRY/REPO:TAG"}) };
+    Diagnostic::new(
+        "cluster-agent-image-pull",
+        Severity::Error,
+        format!("the node cannot pull the agent image {image}: {reason}: {}", message.trim()),
+    )
+    .with_fix(Fix::manual(how, Some(edit)))
+}
+
+/// Secrets named in `agent.image_pull_secrets` that do not exist in `namespace`.
+pub fn pull_secret_missing(missing: &[String], namespace: &str) -> Option<Diagnostic> {
+    if missing.is_empty() {
+        return None;
+    }
+    Some(
+        Diagnostic::new(
+            "cluster-agent-pull-secret",
+            Severity::Error,
+            format!(
+                "agent.image_pull_secrets names {} that namespace {namespace} does not have",
+                missing.iter().map(|m| format!("secret {m}")).collect::<Vec<_>>().join(", ")
+            ),
+        )
+        .with_fix(Fix::manual(
+            format!(
+                "create it in namespace {namespace} (`kubectl -n {namespace} create secret docker-registry NAME \
+                 --docker-server=REGISTRY --docker-username=USER --docker-password=...`), or fix the name"
+            ),
+            None,
+        )),
+    )
+}
+
+/// Admission refused the agent's pod (or container) with `message` in `namespace`.
+pub fn admission_rejected(message: &str, namespace: &str) -> Diagnostic {
+    let m = message.to_ascii_lowercase();
+    let how = if m.contains("podsecurity") || m.contains("pod security") {
+        format!(
+            "the namespace's Pod Security level forbids the agent's capabilities (SYS_ADMIN, SYS_PTRACE, NET_ADMIN, \
+             root): run the agent in a namespace that allows them (agent.namespace, with agent.ephemeral: false), or \
+             ask an admin for `kubectl label namespace {namespace} pod-security.kubernetes.io/enforce=privileged`"
+        )
+    } else if m.contains("webhook") || m.contains("policy") || m.contains("denied the request") {
+        "a policy (an admission webhook: Kyverno, Gatekeeper, ...) refused the agent: ask for an exemption for \
+         pods labelled app.kubernetes.io/name=tether-agent, or add what the policy asks through agent.labels, \
+         agent.annotations, agent.resources or agent.image"
+            .to_string()
+    } else {
+        "the cluster's admission refused the agent; its message says which rule".to_string()
+    };
+    Diagnostic::new(
+        "cluster-agent-admission",
+        Severity::Error,
+        format!("the cluster refused the agent in namespace {namespace}: {}", message.trim()),
+    )
+    .with_fix(Fix::manual(how, None))
+}
+
+/// The taints a scheduling message names ("1 node(s) had untolerated taint {dedicated: dev}"):
+/// `(key, value)` pairs, in order, each once.
+pub fn untolerated_taints(message: &str) -> Vec<(String, Option<String>)> {
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    for part in message.split("untolerated taint").skip(1) {
+        let part = part.trim_start_matches('s').trim_start_matches("(s)").trim_start();
+        let Some(inner) = part.strip_prefix('{').and_then(|p| p.split_once('}')).map(|(i, _)| i) else { continue };
+        let (k, v) = match inner.split_once(':') {
+            Some((k, v)) => (k.trim(), Some(v.trim()).filter(|v| !v.is_empty())),
+            None => (inner.trim(), None),
+        };
+        if !k.is_empty() && !out.iter().any(|(o, _)| o == k) {
+            out.push((k.to_string(), v.map(str::to_string)));
+        }
+    }
+    out
+}
+
+/// No node may run the agent's pod: the scheduler's `message`.
+pub fn unschedulable(message: &str) -> Diagnostic {
+    let taints = untolerated_taints(message);
+    let m = message.to_ascii_lowercase();
+    let (how, edit) = if !taints.is_empty() {
+        let tolerations: Vec<serde_json::Value> = taints
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => json!({"key": k, "operator": "Equal", "value": v}),
+                None => json!({"key": k, "operator": "Exists"}),
+            })
+            .collect();
+        (
+            format!(
+                "the nodes are tainted: let the agent tolerate it with agent.tolerations: {}",
+                serde_json::Value::from(tolerations.clone())
+            ),
+            Some(json!({"agent.tolerations": tolerations})),
+        )
+    } else if m.contains("node affinity") || m.contains("selector") {
+        ("no node has the labels of agent.node_selector: fix or remove it".to_string(), None)
+    } else if m.contains("insufficient") {
+        ("no node has room for agent.resources.requests: lower them".to_string(), None)
+    } else {
+        ("the scheduler's message says what no node offers".to_string(), None)
+    };
+    Diagnostic::new(
+        "cluster-agent-unschedulable",
+        Severity::Error,
+        format!("no node can run the agent: {}", message.trim()),
+    )
+    .with_fix(Fix::manual(how, edit))
+}
+
+/// The agent exited at start with `code`; `last_lines` are its last log lines.
+pub fn agent_crashed(code: Option<i32>, last_lines: &str) -> Diagnostic {
+    let lines = last_lines.trim();
+    let what = match code {
+        Some(c) => format!("the agent exited at start with code {c}"),
+        None => "the agent's container could not start".to_string(),
+    };
+    let how = if lines.contains("exec format error") {
+        "the image holds an agent for another CPU: build it for the node's platform \
+         (`tether agent-image build --platform linux/arm64 ...`)"
+    } else if lines.contains("no such file or directory") && lines.contains("exec") {
+        "agent.image is not a tether agent image (its entrypoint must be the agent): use `tether agent-image build`"
+    } else {
+        "its last lines say why; `kubectl logs` shows the same"
+    };
+    let shown = if lines.is_empty() { String::new() } else { format!(": {}", lines.replace('\n', " | ")) };
+    Diagnostic::new("cluster-agent-crashed", Severity::Error, format!("{what}{shown}")).with_fix(Fix::manual(how, None))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,5 +496,76 @@ mod tests {
         );
         let d = no_ready_pod("deployment/web", "default", &[("web-1".into(), "Pending".into())]);
         assert!(d.message.contains("no running, ready pod: web-1 (Pending)"));
+    }
+
+    #[test]
+    fn image_pull_failures_name_the_image_and_the_commands() {
+        let d = image_pull(
+            "ghcr.io/tether-dev/tether-agent:0.1.0",
+            "ErrImagePull",
+            "failed to resolve reference: not found",
+            true,
+        );
+        assert_eq!(d.id, "cluster-agent-image-pull");
+        assert!(
+            d.message.contains("ghcr.io/tether-dev/tether-agent:0.1.0") && d.message.contains("not found"),
+            "{}",
+            d.message
+        );
+        let fix = d.fix.unwrap();
+        assert!(
+            fix.description.contains("tether agent-image push") && fix.description.contains("tether agent-image load")
+        );
+        assert!(!fix.description.contains("image_pull_secrets"));
+        let d = image_pull("reg.test/a:1", "ImagePullBackOff", "pull access denied: unauthorized", false);
+        assert!(d.fix.unwrap().description.contains("agent.image_pull_secrets"));
+    }
+
+    #[test]
+    fn missing_pull_secrets_are_named() {
+        assert!(pull_secret_missing(&[], "ns").is_none());
+        let d = pull_secret_missing(&["regcred".into()], "shop").unwrap();
+        assert!(d.message.contains("secret regcred") && d.message.contains("shop"), "{}", d.message);
+        assert!(d.fix.unwrap().description.contains("create secret docker-registry"));
+    }
+
+    #[test]
+    fn admission_rejections_get_the_rule_they_broke() {
+        let ps = r#"pods "tether-agent-1" is forbidden: violates PodSecurity "baseline:latest": non-default capabilities (container "tether-agent-1" must not include "NET_ADMIN", "SYS_ADMIN" in securityContext.capabilities.add)"#;
+        let d = admission_rejected(ps, "shop");
+        assert_eq!(d.id, "cluster-agent-admission");
+        assert!(d.fix.unwrap().description.contains("pod-security.kubernetes.io/enforce=privileged"));
+        let wh = r#"admission webhook "validate.kyverno.svc" denied the request: policy disallow-capabilities"#;
+        assert!(admission_rejected(wh, "shop").fix.unwrap().description.contains("exemption"));
+    }
+
+    #[test]
+    fn taints_become_tolerations() {
+        let m = "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: dev}, 2 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }. preemption: 0/3 nodes are available.";
+        assert_eq!(
+            untolerated_taints(m),
+            [
+                ("dedicated".to_string(), Some("dev".to_string())),
+                ("node-role.kubernetes.io/control-plane".to_string(), None)
+            ]
+        );
+        let d = unschedulable(m);
+        assert_eq!(d.id, "cluster-agent-unschedulable");
+        let fix = d.fix.unwrap();
+        assert_eq!(
+            fix.edit.unwrap(),
+            json!({"agent.tolerations": [{"key": "dedicated", "operator": "Equal", "value": "dev"}, {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]})
+        );
+        let d = unschedulable("0/1 nodes are available: 1 Insufficient memory.");
+        assert!(d.fix.unwrap().description.contains("agent.resources"));
+    }
+
+    #[test]
+    fn a_crash_shows_its_last_lines() {
+        let d = agent_crashed(Some(2), "tether-agent: TETHER_AGENT_TOKEN is not set\n");
+        assert_eq!(d.id, "cluster-agent-crashed");
+        assert!(d.message.contains("code 2") && d.message.contains("TETHER_AGENT_TOKEN is not set"), "{}", d.message);
+        let d = agent_crashed(Some(255), "exec /tether-agent: exec format error");
+        assert!(d.fix.unwrap().description.contains("--platform"));
     }
 }

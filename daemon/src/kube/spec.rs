@@ -24,13 +24,14 @@
 
 use serde_json::{Value, json};
 use tether_config::Config;
+use tether_config::model::AgentConfig;
 use tether_protocol::env::AGENT_TOKEN;
 
 use super::{APP_NAME, MANAGED_BY, OWNER_ANNOTATION, TARGET_ANNOTATION};
 
 /// The agent image when `agent.image` is not set: the one released with this version.
 pub fn default_image() -> String {
-    format!("ghcr.io/tether-dev/tether-agent:{}", env!("CARGO_PKG_VERSION"))
+    crate::image::default_reference()
 }
 
 /// How the agent finds its target.
@@ -58,6 +59,9 @@ pub struct AgentSpec {
     pub incoming: bool,
     /// The target path, for people (an annotation).
     pub target: String,
+    /// The cluster settings of `agent.*` (pull policy and secrets, scheduling, resources,
+    /// labels, annotations, service account).
+    pub settings: AgentConfig,
 }
 
 impl AgentSpec {
@@ -73,6 +77,7 @@ impl AgentSpec {
             privileged: config.agent.privileged,
             incoming: config.feature.network.incoming.mode != IncomingMode::Off,
             target,
+            settings: config.agent.clone(),
         }
     }
 
@@ -111,35 +116,82 @@ impl AgentSpec {
         }
     }
 
-    /// The agent's container (for every mode; the ephemeral one adds `targetContainerName`).
+    /// The agent's container (for every mode; the ephemeral one adds `targetContainerName`). The
+    /// image's entrypoint is the agent, so only arguments are given.
     pub fn container(&self) -> Value {
-        json!({
+        let mut c = json!({
             "name": self.name,
             "image": self.image,
-            "command": ["tether-agent"],
             "args": self.args(),
             "env": [{"name": AGENT_TOKEN, "value": self.token}],
             "securityContext": self.security_context(),
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "ports": [{"name": "tether", "containerPort": self.port, "protocol": "TCP"}],
-        })
+        });
+        if let Some(p) = self.settings.image_pull_policy {
+            c["imagePullPolicy"] = json!(p.as_str());
+        }
+        let r = &self.settings.resources;
+        if !r.is_empty() {
+            let mut res = json!({});
+            if !r.requests.is_empty() {
+                res["requests"] = json!(r.requests);
+            }
+            if !r.limits.is_empty() {
+                res["limits"] = json!(r.limits);
+            }
+            c["resources"] = res;
+        }
+        c
+    }
+
+    /// What every pod of ours carries besides its containers: pull secrets, service account,
+    /// node selector, tolerations (`tolerate_all` for node Jobs, which must land on their node).
+    fn pod_settings(&self, pod_spec: &mut Value, tolerate_all: bool) {
+        let s = &self.settings;
+        if !s.image_pull_secrets.is_empty() {
+            pod_spec["imagePullSecrets"] =
+                json!(s.image_pull_secrets.iter().map(|n| json!({"name": n})).collect::<Vec<_>>());
+        }
+        if let Some(sa) = &s.service_account {
+            pod_spec["serviceAccountName"] = json!(sa);
+        }
+        if !s.node_selector.is_empty() {
+            pod_spec["nodeSelector"] = json!(s.node_selector);
+        }
+        let mut tolerations: Vec<Value> = s.tolerations.iter().map(|t| json!(t)).collect();
+        if tolerate_all {
+            tolerations.insert(0, json!({"operator": "Exists"}));
+        }
+        if !tolerations.is_empty() {
+            pod_spec["tolerations"] = json!(tolerations);
+        }
     }
 
     /// The strategic-merge patch of the pod's `ephemeralcontainers` subresource.
     pub fn ephemeral_patch(&self, target_container: &str) -> Value {
         let mut c = self.container();
         c["targetContainerName"] = json!(target_container);
-        // Ephemeral containers may not declare ports.
-        c.as_object_mut().expect("object").remove("ports");
+        // Ephemeral containers may not declare ports or resources.
+        let obj = c.as_object_mut().expect("object");
+        obj.remove("ports");
+        obj.remove("resources");
         json!({"spec": {"ephemeralContainers": [c]}})
     }
 
+    /// The user's labels, then ours (which win: `tether agents` finds agents by them).
     fn labels(&self) -> Value {
-        json!({MANAGED_BY.0: MANAGED_BY.1, APP_NAME.0: APP_NAME.1})
+        let mut l = json!(self.settings.labels);
+        l[MANAGED_BY.0] = json!(MANAGED_BY.1);
+        l[APP_NAME.0] = json!(APP_NAME.1);
+        l
     }
 
     fn annotations(&self) -> Value {
-        json!({OWNER_ANNOTATION: super::owner(), TARGET_ANNOTATION: self.target})
+        let mut a = json!(self.settings.annotations);
+        a[OWNER_ANNOTATION] = json!(super::owner());
+        a[TARGET_ANNOTATION] = json!(self.target);
+        a
     }
 
     /// A Job on `node` whose pod shares the host's pid namespace.
@@ -148,9 +200,9 @@ impl AgentSpec {
             "hostPID": true,
             "restartPolicy": "Never",
             "terminationGracePeriodSeconds": 1,
-            "tolerations": [{"operator": "Exists"}],
             "containers": [self.container()],
         });
+        self.pod_settings(&mut pod_spec, true);
         if let Some(n) = node {
             pod_spec["nodeName"] = json!(n);
         }
@@ -168,11 +220,14 @@ impl AgentSpec {
 
     /// A plain pod (targetless).
     pub fn pod(&self, namespace: &str) -> Value {
+        let mut pod_spec =
+            json!({"restartPolicy": "Never", "terminationGracePeriodSeconds": 1, "containers": [self.container()]});
+        self.pod_settings(&mut pod_spec, false);
         json!({
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": self.name, "namespace": namespace, "labels": self.labels(), "annotations": self.annotations()},
-            "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1, "containers": [self.container()]},
+            "spec": pod_spec,
         })
     }
 }
@@ -192,6 +247,7 @@ mod tests {
             privileged,
             incoming,
             target: "deployment/web".into(),
+            settings: AgentConfig::default(),
         }
     }
 
@@ -234,5 +290,73 @@ mod tests {
         let p = spec(Find::Itself, false, false).pod("default");
         assert_eq!(p["spec"]["containers"][0]["args"][1], "1");
         let _: k8s_openapi::api::core::v1::Pod = serde_json::from_value(p).unwrap();
+    }
+
+    #[test]
+    fn the_cluster_settings_reach_every_pod_spec() {
+        let config: Config = tether_config::parse(
+            r#"{"agent": {
+                "image_pull_policy": "Never",
+                "image_pull_secrets": ["regcred"],
+                "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "dev", "effect": "NoSchedule"}],
+                "node_selector": {"kubernetes.io/os": "linux"},
+                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "256Mi"}},
+                "labels": {"team": "web", "app.kubernetes.io/name": "mine"},
+                "annotations": {"example.com/why": "debugging"},
+                "service_account": "tether-agent"
+            }}"#,
+            std::path::Path::new(".tether/tether.json"),
+        )
+        .unwrap();
+        let s = AgentSpec::new("tether-agent-1".into(), &config, 47000, "t".into(), Find::Itself, "targetless".into());
+        let pod = s.pod("default");
+        let spec = &pod["spec"];
+        let c = &spec["containers"][0];
+        assert_eq!(c["imagePullPolicy"], "Never");
+        assert!(c.get("command").is_none(), "the image's entrypoint runs the agent");
+        assert_eq!(
+            c["resources"],
+            json!({"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "256Mi"}})
+        );
+        assert_eq!(spec["imagePullSecrets"], json!([{"name": "regcred"}]));
+        assert_eq!(spec["serviceAccountName"], "tether-agent");
+        assert_eq!(spec["nodeSelector"], json!({"kubernetes.io/os": "linux"}));
+        assert_eq!(
+            spec["tolerations"],
+            json!([{"key": "dedicated", "operator": "Equal", "value": "dev", "effect": "NoSchedule"}])
+        );
+        assert_eq!(pod["metadata"]["labels"]["team"], "web");
+        assert_eq!(pod["metadata"]["labels"]["app.kubernetes.io/name"], "tether-agent", "ours win");
+        assert_eq!(pod["metadata"]["annotations"]["example.com/why"], "debugging");
+        assert!(pod["metadata"]["annotations"][TARGET_ANNOTATION].is_string());
+        let _: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod).unwrap();
+
+        // The Job keeps tolerating every taint first, and its template carries the same settings.
+        let job = s.job("ops", Some("node-7"), 5);
+        let tpl = &job["spec"]["template"];
+        assert_eq!(tpl["spec"]["tolerations"][0], json!({"operator": "Exists"}));
+        assert_eq!(tpl["spec"]["tolerations"][1]["key"], "dedicated");
+        assert_eq!(tpl["spec"]["imagePullSecrets"][0]["name"], "regcred");
+        assert_eq!(tpl["spec"]["nodeSelector"]["kubernetes.io/os"], "linux");
+        assert_eq!(tpl["metadata"]["labels"]["team"], "web");
+        assert_eq!(job["metadata"]["annotations"]["example.com/why"], "debugging");
+        let _: k8s_openapi::api::batch::v1::Job = serde_json::from_value(job).unwrap();
+
+        // An ephemeral container takes the pull policy; Kubernetes forbids resources there.
+        let p = s.ephemeral_patch("app");
+        let e = &p["spec"]["ephemeralContainers"][0];
+        assert_eq!(e["imagePullPolicy"], "Never");
+        assert!(e.get("resources").is_none() && e.get("ports").is_none());
+    }
+
+    #[test]
+    fn without_settings_the_specs_are_the_plain_ones() {
+        let s = spec(Find::Itself, false, false);
+        let pod = s.pod("default");
+        for key in ["imagePullSecrets", "serviceAccountName", "nodeSelector", "tolerations"] {
+            assert!(pod["spec"].get(key).is_none(), "{key}: {pod}");
+        }
+        assert!(pod["spec"]["containers"][0].get("imagePullPolicy").is_none());
+        assert_eq!(s.job("ns", None, 1)["spec"]["template"]["spec"]["tolerations"], json!([{"operator": "Exists"}]));
     }
 }

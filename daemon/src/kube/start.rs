@@ -4,8 +4,13 @@
 //! 1. resolve the target (pod and container) unless targetless;
 //! 2. check the permissions of the mode (SelfSubjectAccessReview), and report a service mesh;
 //! 3. create the agent: an ephemeral container, a Job or a pod ([`super::spec`]);
-//! 4. watch its pod until the agent's container runs (an image that cannot be pulled, or an
-//!    agent that exits, ends the wait at once with its message and the doctor's advice);
+//! 4. watch its pod until the agent's container runs. Whatever will not get better ends the wait
+//!    at once, as a doctor diagnostic with its fix: an image the node cannot pull
+//!    (`cluster-agent-image-pull`), a missing pull secret (`cluster-agent-pull-secret`, also
+//!    checked before anything is created), an admission rejection of the pod or of the Job's pod
+//!    (`cluster-agent-admission`, from the API's answer or the Job's `FailedCreate` event), no
+//!    node for the pod (`cluster-agent-unschedulable`, with the tolerations the taints ask for),
+//!    an agent that exits (`cluster-agent-privileged` or `cluster-agent-crashed`, its last lines);
 //! 5. reach it through [`Forward`] and prove the token (retried while the agent opens its port).
 //!
 //! Steps 4 and the retries of 5 are the agent's own start-up; the rest is the daemon's share,
@@ -22,12 +27,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ContainerStatus, Node, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Event, Node, Pod, Secret};
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use tether_config::Config;
 use tether_config::target::TargetPath;
 use tether_doctor::Diagnostic;
+use tether_doctor::cluster as doctor;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::forward::Forward;
@@ -189,6 +195,12 @@ pub async fn start(
         say(progress, format!("{} ({})", d.message, d.fix.as_ref().map(|f| f.description.as_str()).unwrap_or("")));
         diagnostics.push(d);
     }
+    if mode != Mode::Ephemeral && !config.agent.image_pull_secrets.is_empty() {
+        let missing = missing_secrets(&cluster, &agent_ns, &config.agent.image_pull_secrets).await;
+        if let Some(d) = doctor::pull_secret_missing(&missing, &agent_ns) {
+            return Err(diagnostic_error(&d));
+        }
+    }
     lap(&mut timings, "rbac");
 
     let name = format!("{AGENT_PREFIX}{}", crate::session::random_hex(4));
@@ -204,14 +216,19 @@ pub async fn start(
     lap(&mut timings, "create");
 
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &pod_ns);
+    let events: Api<Event> = Api::namespaced(cluster.client.clone(), &pod_ns);
     let wait_began = Instant::now();
-    let pod_name = match wait_running(&pods, &watch, &name, deadline).await {
+    let waited = tokio::select! {
+        r = wait_running(&pods, &watch, &name, deadline) => r,
+        f = watch_events(&events, &watch) => Err(f),
+    };
+    let pod_name = match waited {
         Ok(p) => p,
-        Err(e) => {
-            let advice =
-                advice(&cluster, resolved.as_ref().and_then(|r| r.node.as_deref()), &e.to_string(), config).await;
+        Err(f) => {
+            let node = resolved.as_ref().and_then(|r| r.node.as_deref());
+            let e = explain(f, &cluster, &pods, &name, node, &pod_ns, &spec.image, config).await;
             cleanup_now(&cluster, &owned).await;
-            return Err(e.context(advice.unwrap_or_default()));
+            return Err(e);
         }
     };
     timings.agent_wait += wait_began.elapsed();
@@ -309,7 +326,7 @@ async fn create(
             pods.patch_ephemeral_containers(&r.pod_name, &PatchParams::default(), &Patch::Strategic(patch))
                 .await
                 .map_err(|e| {
-                    anyhow::anyhow!("adding the agent's ephemeral container to pod {}: {}", r.pod_name, describe(&e))
+                    refused(&e, &r.namespace, &format!("adding the agent's ephemeral container to pod {}", r.pod_name))
                 })?;
             Ok((r.namespace.clone(), Owned::Nothing, Watch::Pod(r.pod_name.clone())))
         }
@@ -318,7 +335,7 @@ async fn create(
             let job: Job = serde_json::from_value(spec.job(agent_ns, r.node.as_deref(), config.agent.ttl))?;
             jobs.create(&PostParams::default(), &job)
                 .await
-                .map_err(|e| anyhow::anyhow!("creating the agent Job in namespace {agent_ns}: {}", describe(&e)))?;
+                .map_err(|e| refused(&e, agent_ns, &format!("creating the agent Job in namespace {agent_ns}")))?;
             let owned = Owned::Job { namespace: agent_ns.to_string(), name: spec.name.clone() };
             Ok((agent_ns.to_string(), owned, Watch::JobPods(spec.name.clone())))
         }
@@ -327,7 +344,7 @@ async fn create(
             let pod: Pod = serde_json::from_value(spec.pod(agent_ns))?;
             pods.create(&PostParams::default(), &pod)
                 .await
-                .map_err(|e| anyhow::anyhow!("creating the agent pod in namespace {agent_ns}: {}", describe(&e)))?;
+                .map_err(|e| refused(&e, agent_ns, &format!("creating the agent pod in namespace {agent_ns}")))?;
             let owned = Owned::Pod { namespace: agent_ns.to_string(), name: spec.name.clone() };
             Ok((agent_ns.to_string(), owned, Watch::Pod(spec.name.clone())))
         }
@@ -335,16 +352,43 @@ async fn create(
     }
 }
 
+/// Why the agent will not run: each becomes a diagnostic in [`explain`].
+#[derive(Debug)]
+enum Failure {
+    /// The node cannot pull the image: the waiting reason and the kubelet's message.
+    Pull { reason: String, message: String },
+    /// The container could not be created (`CreateContainerConfigError`, ...).
+    Create { reason: String, message: String },
+    /// No node for the pod: the scheduler's message.
+    Unschedulable(String),
+    /// Admission refused the pod (the Job controller's `FailedCreate`).
+    Admission(String),
+    /// A pull secret the kubelet could not find (`FailedToRetrieveImagePullSecret`).
+    Secret(String),
+    /// The agent exited: its code and its termination message (the last log lines).
+    Exited { code: i32, message: String, pod: String },
+    /// Anything else (the pod failed or was deleted, the wait timed out).
+    Other(anyhow::Error),
+}
+
 /// The agent container's state in `pod`: `Ok(true)` running, `Ok(false)` not yet, `Err` never.
-fn agent_state(pod: &Pod, container: &str) -> Result<bool, String> {
+fn agent_state(pod: &Pod, container: &str) -> Result<bool, Failure> {
     let status = pod.status.as_ref();
+    let unschedulable = status
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"));
+    if let Some(c) = unschedulable {
+        return Err(Failure::Unschedulable(c.message.clone().unwrap_or_default()));
+    }
     let all: Vec<&ContainerStatus> = status
         .into_iter()
         .flat_map(|s| s.ephemeral_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten()))
         .collect();
     let Some(c) = all.into_iter().find(|c| c.name == container) else {
         if status.and_then(|s| s.phase.as_deref()) == Some("Failed") {
-            return Err("its pod failed".into());
+            return Err(Failure::Other(anyhow::anyhow!("the agent's pod failed")));
         }
         return Ok(false);
     };
@@ -353,44 +397,138 @@ fn agent_state(pod: &Pod, container: &str) -> Result<bool, String> {
         return Ok(true);
     }
     if let Some(t) = &state.terminated {
-        let words =
-            t.message.clone().or_else(|| t.reason.clone()).unwrap_or_else(|| format!("exit code {}", t.exit_code));
-        return Err(format!("the agent exited: {}", words.trim()));
+        let message = t.message.clone().or_else(|| t.reason.clone()).unwrap_or_default();
+        let pod = pod.metadata.name.clone().unwrap_or_default();
+        return Err(Failure::Exited { code: t.exit_code, message: message.trim().to_string(), pod });
     }
     if let Some(w) = &state.waiting {
-        let reason = w.reason.as_deref().unwrap_or("");
-        if matches!(
-            reason,
-            "ErrImagePull"
-                | "ImagePullBackOff"
-                | "InvalidImageName"
-                | "CreateContainerConfigError"
-                | "CreateContainerError"
-        ) {
-            return Err(format!(
-                "the agent's container cannot start: {reason}: {} (check agent.image)",
-                w.message.as_deref().unwrap_or("")
-            ));
+        let reason = w.reason.clone().unwrap_or_default();
+        let message = w.message.clone().unwrap_or_default();
+        match reason.as_str() {
+            "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull" => {
+                return Err(Failure::Pull { reason, message });
+            }
+            "CreateContainerConfigError" | "CreateContainerError" | "RunContainerError" | "StartError" => {
+                return Err(Failure::Create { reason, message });
+            }
+            _ => {}
         }
     }
     Ok(false)
 }
 
+/// Watches the events of the objects we created (a Job, a targetless pod) for what no status
+/// shows: a Job whose pod admission refused, a pod no node can take, a missing pull secret.
+/// Polls once a second; never returns while nothing is wrong (and when events cannot be read).
+async fn watch_events(events: &Api<Event>, watch: &Watch) -> Failure {
+    let (kind, name) = match watch {
+        Watch::JobPods(job) => ("Job", job.clone()),
+        Watch::Pod(pod) if pod.starts_with(AGENT_PREFIX) => ("Pod", pod.clone()),
+        // The target pod of an ephemeral container has events of its own life: not ours.
+        Watch::Pod(_) => return std::future::pending().await,
+    };
+    let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Ok(list) = events.list(&lp).await else { continue };
+        for e in list.items {
+            let message = e.message.clone().unwrap_or_default();
+            match (e.involved_object.kind.as_deref(), e.reason.as_deref().unwrap_or("")) {
+                (Some("Job"), "FailedCreate") if kind == "Job" => return Failure::Admission(message),
+                (_, "FailedScheduling") => return Failure::Unschedulable(message),
+                (_, "FailedToRetrieveImagePullSecret") => return Failure::Secret(message),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The names of `secrets` that do not exist in `namespace` (secrets we may not read count as
+/// present: the kubelet may still read them).
+async fn missing_secrets(
+    cluster: &Cluster,
+    namespace: &str,
+    secrets: &[tether_config::model::KubeName],
+) -> Vec<String> {
+    let api: Api<Secret> = Api::namespaced(cluster.client.clone(), namespace);
+    let mut missing = Vec::new();
+    for s in secrets {
+        match api.get(s.as_str()).await {
+            Err(e) if super::is_not_found(&e) => missing.push(s.as_str().to_string()),
+            Err(e) => tracing::debug!(secret = s.as_str(), "cannot check the pull secret: {}", describe(&e)),
+            Ok(_) => {}
+        }
+    }
+    missing
+}
+
+/// An API error on creating the agent: admission's refusal as `cluster-agent-admission`.
+fn refused(e: &kube::Error, namespace: &str, what: &str) -> anyhow::Error {
+    if let kube::Error::Api(s) = e {
+        let m = s.message.to_ascii_lowercase();
+        if m.contains("violates podsecurity") || m.contains("admission webhook") || m.contains("denied the request") {
+            return diagnostic_error(&doctor::admission_rejected(&s.message, namespace));
+        }
+    }
+    anyhow::anyhow!("{what}: {}", describe(e))
+}
+
+/// A failure in words: the doctor's diagnostic for it, as the error of the session.
+#[allow(clippy::too_many_arguments)]
+async fn explain(
+    f: Failure,
+    cluster: &Cluster,
+    pods: &Api<Pod>,
+    container: &str,
+    node: Option<&str>,
+    namespace: &str,
+    image: &str,
+    config: &Config,
+) -> anyhow::Error {
+    let d = match f {
+        Failure::Pull { reason, message } => doctor::image_pull(image, &reason, &message, config.agent.image.is_none()),
+        Failure::Unschedulable(m) => doctor::unschedulable(&m),
+        Failure::Admission(m) => doctor::admission_rejected(&m, namespace),
+        Failure::Secret(m) => {
+            let names: Vec<String> = config.agent.image_pull_secrets.iter().map(|s| s.as_str().to_string()).collect();
+            let mut d = doctor::pull_secret_missing(&names, namespace)
+                .unwrap_or_else(|| doctor::pull_secret_missing(&["(unnamed)".into()], namespace).expect("one name"));
+            d.message = format!("{}: {m}", d.message);
+            d
+        }
+        Failure::Create { reason, message } => doctor::agent_crashed(None, &format!("{reason}: {message}")),
+        Failure::Exited { code, mut message, pod } => {
+            if message.is_empty() {
+                // No termination message: the last lines of its log.
+                let lp =
+                    LogParams { container: Some(container.to_string()), tail_lines: Some(20), ..Default::default() };
+                message = pods.logs(&pod, &lp).await.unwrap_or_default();
+            }
+            match privileged_advice(cluster, node, &message, config).await {
+                Some(d) => d,
+                None => doctor::agent_crashed(Some(code), &message),
+            }
+        }
+        Failure::Other(e) => return e,
+    };
+    diagnostic_error(&d)
+}
+
 /// Waits until the agent's container runs; answers the name of its pod.
-async fn wait_running(pods: &Api<Pod>, watch: &Watch, container: &str, deadline: Instant) -> anyhow::Result<String> {
+async fn wait_running(pods: &Api<Pod>, watch: &Watch, container: &str, deadline: Instant) -> Result<String, Failure> {
     let (fields, labels) = match watch {
         Watch::Pod(name) => (format!("metadata.name={name}"), String::new()),
         Watch::JobPods(job) => (String::new(), format!("job-name={job}")),
     };
     let lp = ListParams::default().fields(&fields).labels(&labels);
-    let check = |pod: &Pod| -> anyhow::Result<Option<String>> {
+    let check = |pod: &Pod| -> Result<Option<String>, Failure> {
         match agent_state(pod, container) {
             Ok(true) => Ok(pod.metadata.name.clone()),
             Ok(false) => Ok(None),
-            Err(e) => bail!("{e}"),
+            Err(e) => Err(e),
         }
     };
-    let timeout = || anyhow::anyhow!("the agent did not start within agent.startup_timeout");
+    let timeout = || Failure::Other(anyhow::anyhow!("the agent did not start within agent.startup_timeout"));
     loop {
         // List, then watch from the list's version: no event is missed in between.
         let left = deadline.saturating_duration_since(Instant::now());
@@ -400,7 +538,7 @@ async fn wait_running(pods: &Api<Pod>, watch: &Watch, container: &str, deadline:
         let list = tokio::time::timeout(left, pods.list(&lp))
             .await
             .map_err(|_| timeout())?
-            .map_err(|e| anyhow::anyhow!("watching the agent's pod: {}", describe(&e)))?;
+            .map_err(|e| Failure::Other(anyhow::anyhow!("watching the agent's pod: {}", describe(&e))))?;
         for pod in &list.items {
             if let Some(name) = check(pod)? {
                 return Ok(name);
@@ -429,7 +567,8 @@ async fn wait_running(pods: &Api<Pod>, watch: &Watch, container: &str, deadline:
                     }
                 }
                 Ok(Some(Ok(WatchEvent::Deleted(pod)))) => {
-                    bail!("the agent's pod {} was deleted", pod.metadata.name.unwrap_or_default())
+                    let name = pod.metadata.name.unwrap_or_default();
+                    return Err(Failure::Other(anyhow::anyhow!("the agent's pod {name} was deleted")));
                 }
                 Ok(Some(Ok(_))) => {}
                 Ok(Some(Err(e))) => {
@@ -441,9 +580,14 @@ async fn wait_running(pods: &Api<Pod>, watch: &Watch, container: &str, deadline:
     }
 }
 
-/// The doctor's advice for an agent that failed: `agent.privileged` for permission errors and
-/// Bottlerocket nodes.
-async fn advice(cluster: &Cluster, node: Option<&str>, message: &str, config: &Config) -> Option<String> {
+/// `cluster-agent-privileged` for an agent the kernel refused (permission errors, Bottlerocket
+/// nodes), reading the node's OS when the target's node is known.
+async fn privileged_advice(
+    cluster: &Cluster,
+    node: Option<&str>,
+    message: &str,
+    config: &Config,
+) -> Option<Diagnostic> {
     let os_image = match node {
         Some(n) => Api::<Node>::all(cluster.client.clone())
             .get(n)
@@ -454,12 +598,7 @@ async fn advice(cluster: &Cluster, node: Option<&str>, message: &str, config: &C
             .map(|i| i.os_image),
         None => None,
     };
-    let d = tether_doctor::cluster::agent_privileged(message, os_image.as_deref(), config.agent.privileged)?;
-    Some(format!(
-        "{} [{}]",
-        d.fix.as_ref().map(|f| f.description.as_str()).unwrap_or("set agent.privileged: true"),
-        d.id
-    ))
+    doctor::agent_privileged(message, os_image.as_deref(), config.agent.privileged)
 }
 
 async fn cleanup_now(cluster: &Cluster, owned: &Owned) {
@@ -489,19 +628,37 @@ mod tests {
         let base = json!({"name": "tether-agent-1", "image": "i", "imageID": "", "ready": false, "restartCount": 0});
         let mut running = base.clone();
         running["state"] = json!({"running": {}});
-        assert_eq!(agent_state(&pod(running), "tether-agent-1"), Ok(true));
+        assert!(matches!(agent_state(&pod(running), "tether-agent-1"), Ok(true)));
         let mut waiting = base.clone();
         waiting["state"] = json!({"waiting": {"reason": "ContainerCreating"}});
-        assert_eq!(agent_state(&pod(waiting), "tether-agent-1"), Ok(false));
-        let mut pull = base.clone();
-        pull["state"] = json!({"waiting": {"reason": "ErrImagePull", "message": "not found"}});
-        assert!(agent_state(&pod(pull), "tether-agent-1").unwrap_err().contains("check agent.image"));
+        assert!(matches!(agent_state(&pod(waiting), "tether-agent-1"), Ok(false)));
+        for reason in ["ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull"] {
+            let mut pull = base.clone();
+            pull["state"] = json!({"waiting": {"reason": reason, "message": "not found"}});
+            match agent_state(&pod(pull), "tether-agent-1") {
+                Err(Failure::Pull { reason: r, message }) => {
+                    assert_eq!((r.as_str(), message.as_str()), (reason, "not found"))
+                }
+                other => panic!("{reason}: {other:?}"),
+            }
+        }
         let mut dead = base.clone();
         dead["state"] =
             json!({"terminated": {"exitCode": 2, "message": "tether-agent: setns: Operation not permitted\n"}});
-        let e = agent_state(&pod(dead), "tether-agent-1").unwrap_err();
-        assert!(e.ends_with("Operation not permitted"), "{e}");
-        assert_eq!(agent_state(&pod(base), "other"), Ok(false));
+        match agent_state(&pod(dead), "tether-agent-1") {
+            Err(Failure::Exited { code: 2, message, pod }) => {
+                assert!(message.ends_with("Operation not permitted"), "{message}");
+                assert_eq!(pod, "web-1");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(agent_state(&pod(base), "other"), Ok(false)));
+        let unschedulable: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "status": {"phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes are available"}]}}))
+        .unwrap();
+        assert!(
+            matches!(agent_state(&unschedulable, "x"), Err(Failure::Unschedulable(m)) if m == "0/1 nodes are available")
+        );
     }
 
     #[test]

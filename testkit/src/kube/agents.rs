@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// `PATH` of the agent's image (`agent/Dockerfile`, Debian's default).
-const IMAGE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// `PATH` of the agent's image (`tether agent-image build`): the agent is its only file.
+const IMAGE_PATH: &str = "/";
 
 use serde_json::{Value, json};
 
@@ -127,7 +127,8 @@ pub(crate) fn spawn(shared: &Arc<Shared>, slot: Slot, container: &Value, netns: 
         container["command"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
     let mut args: Vec<String> =
         container["args"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
-    if command.first().map(String::as_str) != Some("tether-agent") {
+    // The agent image's entrypoint is the agent; a `command` must name it.
+    if !command.is_empty() && !matches!(command[0].as_str(), "tether-agent" | "/tether-agent") {
         set_status(
             shared,
             &slot,
@@ -137,7 +138,7 @@ pub(crate) fn spawn(shared: &Arc<Shared>, slot: Slot, container: &Value, netns: 
         );
         return;
     }
-    args.splice(0..0, command[1..].iter().cloned());
+    args.splice(0..0, command.iter().skip(1).cloned());
     // Target discovery: a cgroup named after the container id, else the pid itself.
     if let Some(i) = args.iter().position(|a| a == "--target-container-id") {
         let id = args.get(i + 1).cloned().unwrap_or_default();
@@ -154,11 +155,14 @@ pub(crate) fn spawn(shared: &Arc<Shared>, slot: Slot, container: &Value, netns: 
             args[i + 1] = target_pid.to_string();
         }
     }
+    let crash = image.contains("crashes-at-start");
     let env: Vec<(String, String)> = container["env"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|e| Some((e["name"].as_str()?.to_string(), e["value"].as_str().unwrap_or("").to_string())))
+        // A crashing image: the real agent, started without its token, exits at once.
+        .filter(|(name, _)| !crash || name != "TETHER_AGENT_TOKEN")
         .collect();
     let ns_fd = match crate::netns::open_ns(netns) {
         Ok(fd) => fd,

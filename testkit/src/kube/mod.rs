@@ -7,8 +7,9 @@
 //! - a **pod** added with a [`PodSpec`](crate::PodSpec) is a real local pod (network namespace,
 //!   root file system, target process); every container of the pod is that one process, and
 //!   each container gets a `containerd://…` id in the pod's status;
-//! - an **ephemeral container** patched into a pod, a **Job**'s pod, or a created **pod** whose
-//!   command is `tether-agent` runs the real `tether-agent` binary, inside the backing pod's
+//! - an **ephemeral container** patched into a pod, a **Job**'s pod, or a created **pod** (whose
+//!   image's entrypoint, or `command`, is `tether-agent`) runs the real `tether-agent` binary,
+//!   inside the backing pod's
 //!   network namespace, with the container's arguments and environment (the token). For
 //!   `--target-container-id ID` the target process is moved into a cgroup named after the id
 //!   (`/sys/fs/cgroup/pids/tether-fake/ID`), so the agent's own discovery (`find_target.rs`)
@@ -35,7 +36,9 @@
 //! - controllers: a deployment or statefulset never makes pods (tests add them, with the
 //!   workload's labels), nothing restarts, nothing schedules (`nodeName` is copied);
 //! - container runtime facts: images are not pulled (an image whose name contains
-//!   `does-not-exist` fails with `ErrImagePull`), capabilities and `privileged` are not
+//!   `does-not-exist` fails with `ErrImagePull`, one containing `crashes-at-start` runs the
+//!   agent without its token, so that the real agent exits at once; [`Stage`] stages admission
+//!   and scheduling failures), capabilities and `privileged` are not
 //!   enforced (the agent runs as root), containers of a pod share one process, a Job's agent
 //!   runs in the target pod's network namespace rather than its own, `hostPID` is always true
 //!   (the agent sees every process of this machine);
@@ -65,12 +68,14 @@ pub enum Kind {
     StatefulSet,
     Job,
     Node,
+    Event,
+    Secret,
 }
 
 impl Kind {
     fn api_version(self) -> &'static str {
         match self {
-            Kind::Pod | Kind::Node => "v1",
+            Kind::Pod | Kind::Node | Kind::Event | Kind::Secret => "v1",
             Kind::Deployment | Kind::StatefulSet => "apps/v1",
             Kind::Job => "batch/v1",
         }
@@ -82,6 +87,8 @@ impl Kind {
             Kind::StatefulSet => "StatefulSet",
             Kind::Job => "Job",
             Kind::Node => "Node",
+            Kind::Event => "Event",
+            Kind::Secret => "Secret",
         }
     }
 }
@@ -140,6 +147,8 @@ pub(crate) struct State {
     containers: HashMap<String, (String, String)>,
     denied: Vec<(String, String)>,
     agents: Vec<AgentRecord>,
+    /// Failures staged by the test ([`FakeCluster::stage`]).
+    staged: Vec<Stage>,
     /// Cgroup directories made for container ids.
     cgroups: Vec<PathBuf>,
     counter: u64,
@@ -295,6 +304,19 @@ impl FakePod {
     }
 }
 
+/// A failure a real cluster would produce, staged for the agents created after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Admission (Pod Security, a webhook) refuses every agent pod and ephemeral container with
+    /// this message: creating a pod or patching ephemeral containers answers 403; a Job is
+    /// created but its controller cannot make the pod (a `FailedCreate` event on the Job).
+    Admission(String),
+    /// The scheduler finds no node for pods without `nodeName` (targetless agents): their
+    /// `PodScheduled` condition is `False`, `Unschedulable`, with this message, and a
+    /// `FailedScheduling` event.
+    Unschedulable(String),
+}
+
 /// How to start a [`FakeCluster`].
 pub struct FakeOptions {
     /// The `tether-agent` binary that agent containers run.
@@ -347,6 +369,7 @@ impl FakeCluster {
                 containers: HashMap::new(),
                 denied: Vec::new(),
                 agents: Vec::new(),
+                staged: Vec::new(),
                 cgroups: Vec::new(),
                 counter: 0,
             }),
@@ -462,6 +485,19 @@ impl FakeCluster {
     /// Adds a raw object (e.g. a leftover agent Job of an earlier session).
     pub fn add_raw(&self, kind: Kind, obj: Value) {
         self.put(kind, obj);
+    }
+
+    /// Stages a failure for the agents created from now on.
+    pub fn stage(&self, s: Stage) {
+        self.shared.lock().staged.push(s);
+    }
+
+    /// Adds a Secret (only its name matters: image pull secrets are checked for existence).
+    pub fn add_secret(&self, ns: &str, name: &str) {
+        self.put(
+            Kind::Secret,
+            json!({"metadata": {"name": name, "namespace": ns}, "type": "kubernetes.io/dockerconfigjson"}),
+        );
     }
 
     /// Makes SelfSubjectAccessReview refuse `verb` on `resource` (`pods/ephemeralcontainers`).

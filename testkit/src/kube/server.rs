@@ -170,6 +170,8 @@ fn matches_fields(obj: &Value, fields: &str) -> bool {
             "metadata.namespace" => obj["metadata"]["namespace"].as_str(),
             "spec.nodeName" => obj["spec"]["nodeName"].as_str(),
             "status.phase" => obj["status"]["phase"].as_str(),
+            "involvedObject.name" => obj["involvedObject"]["name"].as_str(),
+            "involvedObject.kind" => obj["involvedObject"]["kind"].as_str(),
             _ => return true,
         };
         (actual == Some(v)) != neg
@@ -200,6 +202,8 @@ fn kind_of(group: &str, plural: &str) -> Option<Kind> {
         ("apps", "deployments") => Kind::Deployment,
         ("apps", "statefulsets") => Kind::StatefulSet,
         ("batch", "jobs") => Kind::Job,
+        ("", "events") => Kind::Event,
+        ("", "secrets") => Kind::Secret,
         _ => return None,
     })
 }
@@ -321,6 +325,8 @@ fn not_found(kind: Kind, name: &str) -> Response<Body> {
         Kind::StatefulSet => "statefulsets.apps",
         Kind::Job => "jobs.batch",
         Kind::Node => "nodes",
+        Kind::Event => "events",
+        Kind::Secret => "secrets",
     };
     status(404, "NotFound", format!("{plural} \"{name}\" not found"))
 }
@@ -516,7 +522,18 @@ async fn create(shared: Arc<Shared>, req: Request<Incoming>, kind: Kind, ns: &st
         return status(409, "AlreadyExists", format!("{} \"{name}\" already exists", kind.name()));
     }
     let tx = shared.changed.clone();
+    let admission = staged_admission(&shared);
     match kind {
+        Kind::Pod if admission.is_some() => {
+            status(403, "Forbidden", format!("pods \"{name}\" is forbidden: {}", admission.unwrap_or_default()))
+        }
+        Kind::Pod if staged_unschedulable(&shared).is_some() && obj["spec"]["nodeName"].as_str().is_none() => {
+            let message = staged_unschedulable(&shared).unwrap_or_default();
+            obj["status"] = json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]});
+            let stored = shared.lock().put(Kind::Pod, obj, &tx);
+            record_event(&shared, ns, "Pod", &name, "FailedScheduling", &message);
+            json_response(201, &stored)
+        }
         Kind::Pod => {
             let stored = shared.lock().put(Kind::Pod, obj.clone(), &tx);
             let container = obj["spec"]["containers"][0].clone();
@@ -547,6 +564,12 @@ async fn create(shared: Arc<Shared>, req: Request<Incoming>, kind: Kind, ns: &st
             let stored = shared.lock().put(Kind::Job, obj.clone(), &tx);
             let template = obj["spec"]["template"].clone();
             let pod_name = format!("{name}-{}", short_id(&shared));
+            if let Some(message) = admission {
+                // The Job controller cannot make the pod; it says so in an event on the Job.
+                let m = format!("Error creating: pods \"{pod_name}\" is forbidden: {message}");
+                record_event(&shared, ns, "Job", &name, "FailedCreate", &m);
+                return json_response(201, &stored);
+            }
             let mut labels = template["metadata"]["labels"].clone();
             if !labels.is_object() {
                 labels = json!({});
@@ -604,6 +627,32 @@ async fn create(shared: Arc<Shared>, req: Request<Incoming>, kind: Kind, ns: &st
         }
         _ => status(405, "MethodNotAllowed", format!("creating {} is not served by the fake", kind.name())),
     }
+}
+
+fn staged_admission(shared: &Shared) -> Option<String> {
+    shared.lock().staged.iter().find_map(|s| match s {
+        super::Stage::Admission(m) => Some(m.clone()),
+        _ => None,
+    })
+}
+
+fn staged_unschedulable(shared: &Shared) -> Option<String> {
+    shared.lock().staged.iter().find_map(|s| match s {
+        super::Stage::Unschedulable(m) => Some(m.clone()),
+        _ => None,
+    })
+}
+
+/// Records a Warning event about `kind/name`, as a controller or the scheduler would.
+pub(crate) fn record_event(shared: &Shared, ns: &str, kind: &str, name: &str, reason: &str, message: &str) {
+    let tx = shared.changed.clone();
+    let id = short_id(shared);
+    let event = json!({
+        "metadata": {"name": format!("{name}.{id}"), "namespace": ns},
+        "involvedObject": {"kind": kind, "name": name, "namespace": ns},
+        "reason": reason, "message": message, "type": "Warning", "count": 1,
+    });
+    shared.lock().put(Kind::Event, event, &tx);
 }
 
 /// Stops the agents of pod `ns/name` (SIGTERM: they exit cleanly).
@@ -666,6 +715,9 @@ async fn ephemeral(shared: Arc<Shared>, req: Request<Incoming>, ns: &str, name: 
         Err(r) => return r,
     };
     let wanted = body["spec"]["ephemeralContainers"].as_array().cloned().unwrap_or_default();
+    if let Some(message) = staged_admission(&shared) {
+        return status(403, "Forbidden", format!("pods \"{name}\" is forbidden: {message}"));
+    }
     let tx = shared.changed.clone();
     let (stored, added, backing) = {
         let mut st = shared.lock();
