@@ -174,10 +174,26 @@ impl PodSpec {
                 Ok(())
             });
         }
-        let child = cmd.spawn().context("starting the pod's target process")?;
+        let child = spawn_retrying_busy_text(&mut cmd).context("starting the pod's target process")?;
         pod.pid = child.id();
         pod.child = Some(child);
         Ok(pod)
+    }
+}
+
+/// `cmd.spawn()`, again while it fails with `ETXTBSY`: the root's busybox was just written, and
+/// a process that another thread forked meanwhile (tests run in parallel) may hold the file open
+/// for writing until it execs. The window is short; a few tries close it.
+fn spawn_retrying_busy_text(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r,
+        }
     }
 }
 
