@@ -141,4 +141,28 @@ mod tests {
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn every_roll_keeps_the_parts_contiguous_and_in_order() {
+        let dir = std::env::temp_dir().join(format!("tether-logs-order-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut log = Rolling::open(&dir).unwrap();
+        // Lines of 1 MiB: 8 per part, so 40 lines roll over 4 times.
+        let line = |n: usize| format!("{n:08} {}\n", "x".repeat((1 << 20) - 10));
+        for n in 0..40 {
+            log.write_all(line(n).as_bytes()).unwrap();
+            let rolls = n / 8;
+            for i in 1..=rolls.min(KEEP) {
+                assert!(part(&dir, i).exists(), "after line {n} ({rolls} rolls) daemon.log.{i} is missing");
+            }
+        }
+        drop(log);
+        let mut seen = Vec::new();
+        for i in (0..=KEEP).rev() {
+            let text = std::fs::read_to_string(part(&dir, i)).unwrap();
+            seen.extend(text.lines().map(|l| l[..8].parse::<usize>().unwrap()));
+        }
+        assert_eq!(seen, (8..40).collect::<Vec<_>>(), "the last 4 parts, oldest first, nothing skipped");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
