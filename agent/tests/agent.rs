@@ -481,6 +481,75 @@ fn fd_socket_hands_over_sockets_made_in_the_pod() {
     drop(agent);
 }
 
+/// Sends `line` with every descriptor of `fds` in one `SCM_RIGHTS` message.
+fn send_with_fds(sock: &UnixStream, line: &str, fds: &[std::os::fd::RawFd]) {
+    let mut buf = format!("{line}\n").into_bytes();
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut cmsg_buf = [0u64; 16];
+    assert!(fds.len() <= 16, "room for 16 descriptors");
+    // SAFETY: the control buffer holds one header and up to 16 descriptors.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg_buf.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast::<std::os::fd::RawFd>(), fds.len());
+        assert_eq!(libc::sendmsg(sock.as_raw_fd(), &msg, 0), buf.len() as isize, "sendmsg");
+    }
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+#[test]
+fn descriptors_that_peers_send_are_closed_refused_or_not() {
+    let target = target(None);
+    let sock = fd_socket_path();
+    let agent = Agent::start(target.pid(), &["--fd-socket", &sock]);
+    // Settle: one authenticated round trip, so that lazily opened descriptors exist already.
+    let warm = UnixStream::connect(&sock).unwrap();
+    assert_eq!(fd_request(&warm, &FdRequest::Auth { token: TOKEN.into() }).0.errno, 0);
+    drop(warm);
+    let before = open_fds(agent.pid);
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let ten = [null.as_raw_fd(); 10];
+    let wrong = serde_json::to_string(&FdRequest::Auth { token: "wrong".into() }).unwrap();
+    for _ in 0..5 {
+        let bad = UnixStream::connect(&sock).unwrap();
+        send_with_fds(&bad, &wrong, &ten);
+        let (line, _) = recv_line(&bad).unwrap();
+        assert_eq!(serde_json::from_str::<FdReply>(&line).unwrap().errno, libc::EACCES);
+        assert_eq!(recv_line(&bad).unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof, "then closed");
+    }
+    // An authenticated peer that attaches descriptors to its requests: the same.
+    let good = UnixStream::connect(&sock).unwrap();
+    send_with_fds(&good, &serde_json::to_string(&FdRequest::Auth { token: TOKEN.into() }).unwrap(), &ten);
+    assert_eq!(serde_json::from_str::<FdReply>(&recv_line(&good).unwrap().0).unwrap().errno, 0);
+    send_with_fds(&good, &serde_json::to_string(&FdRequest::Socket { udp: true, v6: false }).unwrap(), &ten);
+    let (line, fd) = recv_line(&good).unwrap();
+    assert_eq!((serde_json::from_str::<FdReply>(&line).unwrap().errno, fd.is_some()), (0, true));
+    drop((good, fd));
+    // The connections' threads end once the agent sees them closed: wait for that, bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = open_fds(agent.pid);
+        if now <= before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent holds {now} descriptors, {before} before 70 descriptors were sent to it"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn an_unknown_pid_is_one_clear_line_and_exit_code_2() {
     let out = agent_command(99_999_999, &[]).env("TETHER_AGENT_TOKEN", TOKEN).output().unwrap();
