@@ -70,7 +70,9 @@ pub fn init_daemon() -> anyhow::Result<tracing_appender::non_blocking::WorkerGua
     let (writer, guard) = tracing_appender::non_blocking(file);
     let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| "info".into());
     let tty = unsafe { libc::isatty(2) } == 1;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    // A failed write (the terminal of `tether daemon` closed) must not panic the logging
+    // thread: the subscriber would report it with `eprintln!`, which panics.
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).log_internal_errors(false);
     if tty {
         builder.with_writer(writer.and(std::io::stderr)).init();
     } else {

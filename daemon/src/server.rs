@@ -90,6 +90,7 @@ pub async fn run() -> anyhow::Result<()> {
         return Ok(());
     };
     let _ = std::fs::remove_file(&socket);
+    crate::target::local::remove_stale_sockets(&dir);
     let listener = UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let ours = socket_inode(&socket);
