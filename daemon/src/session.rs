@@ -477,6 +477,9 @@ impl Sessions {
         });
         let mut agents = self.agents.lock().await;
         agents.retain(|_, a| a.keep(Arc::strong_count(a)));
+        for a in agents.values() {
+            a.agent.trim_pool();
+        }
     }
 }
 

@@ -1,20 +1,102 @@
-//! The daemon under hostile conditions of its own machine: its agent or itself killed. Each
-//! test has its own daemon (a private XDG world).
+//! The daemon under hostile conditions of its own machine: out of descriptors, its agent or
+//! itself killed. Each test has its own daemon (a private XDG world).
 
 mod common;
 mod protocol_client;
 
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::World;
-use protocol_client::{Client, Daemon};
+use protocol_client::{Client, Daemon, socket_path};
 use serde_json::{Value, json};
+
+/// User plus system CPU time of `pid` so far, in clock ticks (`/proc/PID/stat` fields 14, 15).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Clock ticks per second.
+fn hz() -> u64 {
+    // SAFETY: sysconf only reads a constant of the system.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as u64
+}
+
+/// Bytes of the daemon's log so far (all its parts).
+fn log_bytes(world: &World) -> u64 {
+    let dir = world.dir.join("state/tether");
+    std::fs::read_dir(&dir)
+        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("daemon.log")))
+        .into_iter()
+        .flatten()
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum()
+}
+
+/// `tether daemon` with a soft limit of `nofile` open descriptors.
+fn start_daemon_with_nofile(world: &World, nofile: u64) -> Daemon {
+    let mut cmd = world.tether();
+    cmd.arg("daemon").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: setrlimit is async-signal-safe; it only lowers the soft limit of the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            lim.rlim_cur = nofile;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("spawn tether daemon");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UnixStream::connect(socket_path(world)).is_err() {
+        assert!(Instant::now() < deadline, "the daemon did not come up\n{}", world.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Daemon { child }
+}
 
 fn served(world: &World) {
     let mut c = Client::connect(world);
     c.patience = Duration::from_secs(20);
     c.initialize(json!({}));
     assert_eq!(c.ok("tether/sessions", Value::Null)["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn out_of_descriptors_the_daemon_backs_off_instead_of_spinning() {
+    let world = World::new();
+    let daemon = start_daemon_with_nofile(&world, 128);
+    let pid = daemon.child.id();
+    served(&world);
+    // 200 clients that connect and say nothing: the daemon runs out of descriptors.
+    let idle: Vec<UnixStream> = (0..200).map(|_| UnixStream::connect(socket_path(&world)).unwrap()).collect();
+    // Wait until it has taken all it can (its descriptor count stops growing near the limit).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() < 120 {
+        assert!(Instant::now() < deadline, "the daemon never reached its descriptor limit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (cpu, log) = (cpu_ticks(pid), log_bytes(&world));
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_millis(2500));
+    let (used, wrote) = (cpu_ticks(pid) - cpu, log_bytes(&world) - log);
+    let percent = used * 100 * 1000 / hz() / start.elapsed().as_millis() as u64;
+    eprintln!("at the descriptor limit: {used} ticks ({percent}% CPU) and {wrote} log bytes in 2.5 s");
+    assert!(percent < 10, "the daemon used {percent}% CPU over 2.5 s at its descriptor limit");
+    assert!(wrote < 16 << 10, "the daemon logged {wrote} bytes in 2.5 s at its descriptor limit");
+    assert!(world.log().contains("descriptors"), "the back-off is logged:\n{}", world.log());
+    // The clients leave: new ones are served again.
+    drop(idle);
+    served(&world);
 }
 
 /// Whether `pid` has exited (gone, or a zombie nobody reaped yet).
@@ -116,4 +198,51 @@ fn a_killed_agents_socket_is_removed_by_the_next_daemon() {
     let _daemon = protocol_client::start_daemon(&world, &[]);
     served(&world);
     assert_eq!(agent_sockets(&world), vec![live], "the next daemon removes the dead agent's socket only");
+}
+
+/// Threads of `pid` with the name `name`.
+fn threads_named(pid: u32, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_pool_of_fd_socket_connections_shrinks_after_a_burst() {
+    let world = World::new();
+    let pod = common::pod("res-pool");
+    let daemon = protocol_client::start_daemon(&world, &[]);
+    // 48 threads connect at once: each outgoing socket is a round trip on the agent's fd socket.
+    let script = format!(
+        "import socket, threading\n\
+         start, done = threading.Barrier(48), threading.Barrier(48)\n\
+         ok = []\n\
+         def one():\n    start.wait()\n    s = socket.create_connection(('{ip}', {port}), timeout=20)\n    ok.append(1)\n    done.wait()\n    s.close()\n\
+         ts = [threading.Thread(target=one) for _ in range(48)]\n\
+         [t.start() for t in ts]\n\
+         [t.join() for t in ts]\n\
+         print('connected', len(ok))\n",
+        ip = pod.echo.ip(),
+        port = pod.echo.port()
+    );
+    let python = tether_testkit::programs::python3();
+    let out = world.exec(&pod, &[], &[python.to_str().unwrap(), "-c", &script]);
+    common::expect_all(&out, &["connected 48"]);
+    let agents = agents_of(daemon.child.id());
+    assert_eq!(agents.len(), 1, "{agents:?}");
+    let burst = threads_named(agents[0], "fd-conn");
+    assert!(burst >= 2, "the burst used {burst} fd-socket connections at once");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while threads_named(agents[0], "fd-conn") > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the pool still holds {} of {burst} fd-socket connections 30 s after the burst",
+            threads_named(agents[0], "fd-conn")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
