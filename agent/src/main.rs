@@ -7,7 +7,8 @@
 //! This file holds what a supervisor of the process sees: the command line, the token taken from
 //! the environment, the startup checks (one clear line and exit code 2 when the target is not
 //! usable), the one JSON line on stdout that says the agent is ready, and the reasons it exits
-//! (idle timeout, target gone, signal).
+//! (idle timeout, target gone, parent gone with `--exit-with-parent`, signal), none of which a
+//! lost stderr may stop.
 
 mod activity;
 mod auth;
@@ -61,6 +62,10 @@ struct Cli {
     /// Exit after this many seconds without any client connection (0: never).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     idle_timeout: u64,
+    /// Exit when the process that started the agent exits (a local daemon starts its agents
+    /// so: an agent must never outlive its daemon, whatever killed it).
+    #[arg(long)]
+    exit_with_parent: bool,
 }
 
 /// The fd socket file, removed on every exit path.
@@ -72,13 +77,16 @@ fn remove_fd_socket() {
     }
 }
 
-/// Ends the agent after the startup line (logged, fd socket removed).
+/// Ends the agent after the startup line (logged, fd socket removed). Nothing here may stop
+/// the exit: the log line is best effort (stderr is a pipe to a daemon that may be gone).
 fn exit_now(code: i32, reason: &str) -> ! {
-    if code == 0 {
-        tracing::info!("exiting: {reason}");
-    } else {
-        tracing::error!("exiting: {reason}");
-    }
+    let _ = std::panic::catch_unwind(|| {
+        if code == 0 {
+            tracing::info!("exiting: {reason}");
+        } else {
+            tracing::error!("exiting: {reason}");
+        }
+    });
     remove_fd_socket();
     std::process::exit(code)
 }
@@ -142,6 +150,29 @@ fn open_target(pid: i32) -> Result<TargetFds, String> {
     Ok(TargetFds { netns, root, pidfd })
 }
 
+/// A pidfd of the parent, opened before anything else; an error when the parent is gone already
+/// (the agent was reparented before it could look).
+fn open_parent() -> Result<OwnedFd, String> {
+    // SAFETY: getppid cannot fail.
+    let ppid = unsafe { libc::getppid() };
+    // SAFETY: plain syscall; a non-negative result is a new descriptor we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, ppid, 0) };
+    if fd < 0 {
+        return Err(format!(
+            "--exit-with-parent: pidfd_open of the parent (pid {ppid}): {}",
+            io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: `fd` was just returned by pidfd_open.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // The parent may have died between getppid and pidfd_open, and its pid been reused.
+    // SAFETY: getppid cannot fail.
+    if unsafe { libc::getppid() } != ppid {
+        return Err(format!("--exit-with-parent: the parent (pid {ppid}) exited before the agent started"));
+    }
+    Ok(fd)
+}
+
 /// Whether the target has exited (gone, or a zombie), for kernels without pidfds.
 fn target_gone(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -193,10 +224,15 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
+    // Stderr is a pipe to the daemon that started the agent. Once that daemon is gone, writing
+    // fails (EPIPE); the subscriber would then report the failure with `eprintln!`, which
+    // panics, and every task that logs (the idle, target and signal watchers among them)
+    // would die before it could end the agent. So write errors are dropped silently.
     tracing_subscriber::fmt()
         .with_writer(io::stderr)
         .with_ansi(io::stderr().is_terminal())
         .with_env_filter(filter)
+        .log_internal_errors(false)
         .init();
 }
 
@@ -205,6 +241,7 @@ fn main() {
         guard::run(&table.to_string_lossy());
     }
     let mut cli = Cli::parse();
+    let parent = cli.exit_with_parent.then(|| open_parent().unwrap_or_else(|m| fail(&m)));
     let token = match std::env::var(AGENT_TOKEN) {
         Ok(t) if !t.is_empty() => t,
         _ => fail(&format!("{AGENT_TOKEN} is not set; the agent takes its session token from the environment only")),
@@ -241,7 +278,7 @@ fn main() {
         .build()
         .unwrap_or_else(|e| fail(&format!("cannot start the async runtime: {e}")));
     let incoming = incoming::Incoming::new(netns.clone(), nft_ns, runtime.handle().clone());
-    runtime.block_on(run(cli, token, fds.root, fds.pidfd, netns, netns_inode, fd_listener, incoming));
+    runtime.block_on(run(cli, token, fds.root, fds.pidfd, parent, netns, netns_inode, fd_listener, incoming));
 }
 
 async fn run(
@@ -249,6 +286,7 @@ async fn run(
     token: Token,
     root: OwnedFd,
     pidfd: Option<OwnedFd>,
+    parent: Option<OwnedFd>,
     netns: netns::NetnsThread,
     netns_inode: u64,
     fd_listener: Option<std::os::unix::net::UnixListener>,
@@ -290,6 +328,17 @@ async fn run(
         watch_target(pid, pidfd).await;
         exit_now(0, &format!("target pid {pid} has exited"));
     });
+    if let Some(parent) = parent {
+        // SAFETY: the AsyncFd owns the descriptor for its whole life.
+        let afd = unsafe { AsyncFd::register(parent) }
+            .map_err(io::Error::from)
+            .unwrap_or_else(|e| fail(&format!("--exit-with-parent: cannot poll the parent's pidfd: {e}")));
+        tokio::spawn(async move {
+            // A pidfd becomes readable when its process exits.
+            let _ = afd.readable().await;
+            exit_now(0, "the process that started the agent exited (--exit-with-parent)");
+        });
+    }
     // Registered here, before the startup line, so that an early SIGTERM is already handled.
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -481,6 +481,75 @@ fn fd_socket_hands_over_sockets_made_in_the_pod() {
     drop(agent);
 }
 
+/// Sends `line` with every descriptor of `fds` in one `SCM_RIGHTS` message.
+fn send_with_fds(sock: &UnixStream, line: &str, fds: &[std::os::fd::RawFd]) {
+    let mut buf = format!("{line}\n").into_bytes();
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut cmsg_buf = [0u64; 16];
+    assert!(fds.len() <= 16, "room for 16 descriptors");
+    // SAFETY: the control buffer holds one header and up to 16 descriptors.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg_buf.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast::<std::os::fd::RawFd>(), fds.len());
+        assert_eq!(libc::sendmsg(sock.as_raw_fd(), &msg, 0), buf.len() as isize, "sendmsg");
+    }
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+#[test]
+fn descriptors_that_peers_send_are_closed_refused_or_not() {
+    let target = target(None);
+    let sock = fd_socket_path();
+    let agent = Agent::start(target.pid(), &["--fd-socket", &sock]);
+    // Settle: one authenticated round trip, so that lazily opened descriptors exist already.
+    let warm = UnixStream::connect(&sock).unwrap();
+    assert_eq!(fd_request(&warm, &FdRequest::Auth { token: TOKEN.into() }).0.errno, 0);
+    drop(warm);
+    let before = open_fds(agent.pid);
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let ten = [null.as_raw_fd(); 10];
+    let wrong = serde_json::to_string(&FdRequest::Auth { token: "wrong".into() }).unwrap();
+    for _ in 0..5 {
+        let bad = UnixStream::connect(&sock).unwrap();
+        send_with_fds(&bad, &wrong, &ten);
+        let (line, _) = recv_line(&bad).unwrap();
+        assert_eq!(serde_json::from_str::<FdReply>(&line).unwrap().errno, libc::EACCES);
+        assert_eq!(recv_line(&bad).unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof, "then closed");
+    }
+    // An authenticated peer that attaches descriptors to its requests: the same.
+    let good = UnixStream::connect(&sock).unwrap();
+    send_with_fds(&good, &serde_json::to_string(&FdRequest::Auth { token: TOKEN.into() }).unwrap(), &ten);
+    assert_eq!(serde_json::from_str::<FdReply>(&recv_line(&good).unwrap().0).unwrap().errno, 0);
+    send_with_fds(&good, &serde_json::to_string(&FdRequest::Socket { udp: true, v6: false }).unwrap(), &ten);
+    let (line, fd) = recv_line(&good).unwrap();
+    assert_eq!((serde_json::from_str::<FdReply>(&line).unwrap().errno, fd.is_some()), (0, true));
+    drop((good, fd));
+    // The connections' threads end once the agent sees them closed: wait for that, bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = open_fds(agent.pid);
+        if now <= before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent holds {now} descriptors, {before} before 70 descriptors were sent to it"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn an_unknown_pid_is_one_clear_line_and_exit_code_2() {
     let out = agent_command(99_999_999, &[]).env("TETHER_AGENT_TOKEN", TOKEN).output().unwrap();
@@ -562,5 +631,129 @@ fn sigterm_exits_and_removes_the_fd_socket() {
     unsafe { libc::kill(agent.pid as i32, libc::SIGTERM) };
     let status = agent.wait_exit(Duration::from_secs(5)).expect("SIGTERM ends the agent");
     assert!(status.success(), "{status:?}");
+    assert!(!exists(&sock), "the fd socket is removed");
+}
+
+#[test]
+fn sigterm_during_a_subscription_removes_the_table_and_the_fd_socket() {
+    let ns = Netns::new();
+    let target = target(Some(&ns));
+    let sock = fd_socket_path();
+    let mut agent = Agent::start(target.pid(), &["--fd-socket", &sock]);
+    let conn = UnixStream::connect(&sock).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(fd_request(&conn, &FdRequest::Auth { token: TOKEN.into() }).0.errno, 0);
+    let steal =
+        FdRequest::Subscribe { port: 7000, mode: tether_protocol::fdpass::IncomingMode::Steal, http_filter: None };
+    assert_eq!(fd_request(&conn, &steal).0.errno, 0);
+    let tables = || {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.name, "nft", "list", "tables"])
+            .output()
+            .expect("nft (package nftables) is needed for this test");
+        assert!(out.status.success(), "nft list tables: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let agent_table = format!("tether_{}_", agent.pid);
+    assert!(tables().contains(&agent_table), "the subscription's table: {}", tables());
+    // SAFETY: a signal to the agent this test started.
+    unsafe { libc::kill(agent.pid as i32, libc::SIGTERM) };
+    let status = agent.wait_exit(Duration::from_secs(2)).expect("SIGTERM ends a subscribed agent within 2 s");
+    assert!(status.success(), "{status:?}");
+    assert!(!exists(&sock), "the fd socket is removed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while tables().contains(&agent_table) {
+        assert!(std::time::Instant::now() < deadline, "the agent's table outlived it: {}", tables());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_agent_started_with_exit_with_parent_follows_its_parent() {
+    let target = target(None);
+    let sock = fd_socket_path();
+    // A parent that starts the agent and stays until it is killed: `sh -c 'agent & wait'`.
+    let agent_bin = env!("CARGO_BIN_EXE_tether-agent");
+    let script = format!(
+        "{agent_bin} --target-pid {} --listen 127.0.0.1:0 --fd-socket {sock} --idle-timeout 120 --exit-with-parent & wait",
+        target.pid()
+    );
+    let mut parent = Proc {
+        child: std::process::Command::new("sh")
+            .args(["-c", &script])
+            .env("TETHER_AGENT_TOKEN", TOKEN)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !exists(&sock) {
+        assert!(std::time::Instant::now() < deadline, "the agent did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let agent_pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')').map(|(_, r)| r.split_whitespace().nth(1) == Some(&parent.pid().to_string()))
+                })
+                .unwrap_or(false)
+        })
+        .expect("the agent, a child of the shell");
+    parent.kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{agent_pid}/stat")).ok();
+        let gone = state
+            .as_deref()
+            .is_none_or(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with(['Z', 'X'])));
+        if gone {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the agent outlived its parent by 2 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!exists(&sock), "the fd socket is removed");
+}
+
+#[test]
+fn an_agent_whose_stderr_reader_is_gone_still_exits() {
+    // A daemon killed with kill -9 leaves its agents a stderr pipe without a reader.
+    let target = target(None);
+    let sock = fd_socket_path();
+    // As a daemon starts it: info level (at debug the accept loop logs, panics and ends the
+    // process with code 101 instead of hanging).
+    let mut child = agent_command(target.pid(), &["--fd-socket", &sock])
+        .env("TETHER_AGENT_TOKEN", TOKEN)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert!(line.contains("\"pid\""), "the startup line: {line:?}");
+    drop(child.stderr.take()); // nobody reads the agent's stderr any more
+    let mut agent = Proc { child };
+    // Something the agent logs (a refused fd-socket client), then SIGTERM.
+    let bad = UnixStream::connect(&sock).unwrap();
+    let _ = fd_request(&bad, &FdRequest::Auth { token: "wrong".into() });
+    // SAFETY: a signal to the agent this test started.
+    unsafe { libc::kill(agent.pid(), libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let status = loop {
+        if let Some(status) = agent.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "SIGTERM did not end an agent without a stderr reader");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "a clean exit: {status:?}");
     assert!(!exists(&sock), "the fd socket is removed");
 }

@@ -70,7 +70,9 @@ pub fn init_daemon() -> anyhow::Result<tracing_appender::non_blocking::WorkerGua
     let (writer, guard) = tracing_appender::non_blocking(file);
     let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| "info".into());
     let tty = unsafe { libc::isatty(2) } == 1;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    // A failed write (the terminal of `tether daemon` closed) must not panic the logging
+    // thread: the subscriber would report it with `eprintln!`, which panics.
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).log_internal_errors(false);
     if tty {
         builder.with_writer(writer.and(std::io::stderr)).init();
     } else {
@@ -139,6 +141,30 @@ mod tests {
         for i in 0..=KEEP {
             assert!(std::fs::metadata(part(&dir, i)).unwrap().len() <= MAX_BYTES);
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn every_roll_keeps_the_parts_contiguous_and_in_order() {
+        let dir = std::env::temp_dir().join(format!("tether-logs-order-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut log = Rolling::open(&dir).unwrap();
+        // Lines of 1 MiB: 8 per part, so 40 lines roll over 4 times.
+        let line = |n: usize| format!("{n:08} {}\n", "x".repeat((1 << 20) - 10));
+        for n in 0..40 {
+            log.write_all(line(n).as_bytes()).unwrap();
+            let rolls = n / 8;
+            for i in 1..=rolls.min(KEEP) {
+                assert!(part(&dir, i).exists(), "after line {n} ({rolls} rolls) daemon.log.{i} is missing");
+            }
+        }
+        drop(log);
+        let mut seen = Vec::new();
+        for i in (0..=KEEP).rev() {
+            let text = std::fs::read_to_string(part(&dir, i)).unwrap();
+            seen.extend(text.lines().map(|l| l[..8].parse::<usize>().unwrap()));
+        }
+        assert_eq!(seen, (8..40).collect::<Vec<_>>(), "the last 4 parts, oldest first, nothing skipped");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

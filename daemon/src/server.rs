@@ -6,6 +6,8 @@
 //! Only one daemon per socket runs: it holds an exclusive lock beside the socket, so two starting
 //! at the same moment end with one serving and the other leaving quietly. A daemon whose socket
 //! file disappears (its directory was removed) stops once no session runs: nothing could reach it.
+//! Out of descriptors, the accept loop waits instead of retrying at once ([`Backoff`]). On start
+//! it removes the fd sockets of agents that are gone (`target::local::remove_stale_sockets`).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -90,6 +92,7 @@ pub async fn run() -> anyhow::Result<()> {
         return Ok(());
     };
     let _ = std::fs::remove_file(&socket);
+    crate::target::local::remove_stale_sockets(&dir);
     let listener = UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let ours = socket_inode(&socket);
@@ -122,12 +125,21 @@ pub async fn run() -> anyhow::Result<()> {
     tokio::spawn(editor::hub::session_notifier(daemon.clone()));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut backoff = Backoff::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(s) => s,
-                    Err(e) => { tracing::warn!("accept failed: {e}"); continue; }
+                let stream = match accepted {
+                    Ok((s, _)) => {
+                        backoff.recovered();
+                        s
+                    }
+                    Err(e) => {
+                        // Out of descriptors (or memory) the listener stays readable: retrying at
+                        // once would spin. Wait, and let the connections we hold end meanwhile.
+                        tokio::time::sleep(backoff.failed(&e)).await;
+                        continue;
+                    }
                 };
                 let daemon = daemon.clone();
                 tokio::spawn(async move {
@@ -148,6 +160,47 @@ pub async fn run() -> anyhow::Result<()> {
     // Let the answer to `tether/stopDaemon` or `tether/handover` reach its client.
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
+}
+
+/// The accept loop's answer to failures: waits of 100 ms doubling up to 1 s while `accept` fails,
+/// and one log line per failing period (when it starts and when it ends), not one per attempt.
+#[derive(Default)]
+struct Backoff {
+    delay: Option<Duration>,
+    failures: u64,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// How long to wait after the failure `e`.
+    fn failed(&mut self, e: &std::io::Error) -> Duration {
+        self.failures += 1;
+        let delay = match self.delay {
+            None => {
+                let why = match e.raw_os_error() {
+                    Some(libc::EMFILE) => " (out of file descriptors: the process limit, `ulimit -n`)",
+                    Some(libc::ENFILE) => " (out of file descriptors: the system-wide limit)",
+                    Some(libc::ENOMEM) | Some(libc::ENOBUFS) => " (out of memory)",
+                    _ => "",
+                };
+                tracing::warn!("accept failed: {e}{why}; retrying with waits up to {:?}", Self::MAX);
+                Self::FIRST
+            }
+            Some(d) => (d * 2).min(Self::MAX),
+        };
+        self.delay = Some(delay);
+        delay
+    }
+
+    /// A connection was accepted: the failing period (if any) is over.
+    fn recovered(&mut self) {
+        if self.delay.take().is_some() {
+            tracing::info!(failures = self.failures, "accepting connections again");
+        }
+        self.failures = 0;
+    }
 }
 
 impl Daemon {

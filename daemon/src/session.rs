@@ -55,7 +55,8 @@ pub struct CreateParams {
     pub target: Option<String>,
     /// The config file; default: `<cwd>/.tether/tether.json` when it exists.
     pub config: Option<PathBuf>,
-    /// The project directory: where the config is looked up, and a directory that stays local.
+    /// The project directory, an absolute path: where the config is looked up, and a directory
+    /// that stays local.
     pub cwd: PathBuf,
     /// A name for people (the editor's launch name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -476,6 +477,9 @@ impl Sessions {
         });
         let mut agents = self.agents.lock().await;
         agents.retain(|_, a| a.keep(Arc::strong_count(a)));
+        for a in agents.values() {
+            a.agent.trim_pool();
+        }
     }
 }
 

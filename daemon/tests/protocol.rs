@@ -220,6 +220,36 @@ fn malformed_messages_get_json_rpc_errors_and_the_connection_goes_on() {
 }
 
 #[test]
+fn unknown_dollar_requests_and_requests_without_a_method_are_answered() {
+    let world = World::new();
+    let _daemon = start_daemon(&world, &[]);
+    let mut c = Client::connect(&world);
+    c.initialize(json!({}));
+    c.patience = Duration::from_secs(10);
+
+    // LSP: a `$/` notification the daemon does not know is ignored, a `$/` request gets -32601.
+    c.notify("$/unknownNotification", json!({}));
+    c.send(&json!({"jsonrpc": "2.0", "id": 40, "method": "$/unknown", "params": {}}));
+    let m = c.next_message().expect("an answer to $/unknown (a client waiting for it would hang)");
+    assert_eq!((m["id"].clone(), m["error"]["code"].clone()), (json!(40), json!(-32601)), "{m}");
+    assert!(m["error"]["message"].as_str().unwrap().contains("$/unknown"), "{m}");
+
+    // JSON-RPC: a request without `method` is not a request (docs/editor-protocol.md: -32600).
+    c.send(&json!({"jsonrpc": "2.0", "id": 41, "params": {}}));
+    let m = c.next_message().expect("an answer to a request without method");
+    assert_eq!((m["id"].clone(), m["error"]["code"].clone()), (json!(41), json!(-32600)), "{m}");
+    assert!(m["error"]["message"].as_str().unwrap().contains("method"), "{m}");
+
+    // `tether/createSession` wants an absolute `cwd` (the daemon's own directory means nothing).
+    let e = c.call("tether/createSession", json!({"target": "pid:99999999", "cwd": "project"})).unwrap_err();
+    assert_eq!(e["code"], -32602, "{e}");
+    let text = e["message"].as_str().unwrap();
+    assert!(text.contains("cwd") && text.contains("project") && text.contains("absolute"), "{e}");
+    assert!(c.inbox.is_empty(), "nothing else was sent: {:?}", c.inbox);
+    daemon_alive(&world);
+}
+
+#[test]
 fn an_oversized_or_unframed_message_drops_that_client_only() {
     let world = World::new();
     let _daemon = start_daemon(&world, &[]);

@@ -302,17 +302,28 @@ fn recv_raw(sock: &impl AsRawFd) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
             return Err(err);
         }
     };
-    let mut fd = None;
+    // The kernel installs every descriptor that fits in the control buffer (those that do not
+    // are discarded, MSG_CTRUNC): take them all, so none stays open unowned. A line carries one
+    // descriptor: the first is the answer's, the others (a misbehaving peer) are closed here.
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    // SAFETY: the kernel filled `msg`'s control buffer; CMSG_* walk only within it, and each
+    // SCM_RIGHTS payload holds `(cmsg_len - CMSG_LEN(0)) / sizeof(int)` descriptors that are
+    // now ours.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {
             if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let raw = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
-                fd = Some(OwnedFd::from_raw_fd(raw));
+                let payload = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                for i in 0..payload / size_of::<RawFd>() {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
             }
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
+    let fd = (!fds.is_empty()).then(|| fds.swap_remove(0));
+    drop(fds);
     if n == 0 {
         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "fd socket closed"));
     }
@@ -389,6 +400,57 @@ mod tests {
         send_line(&a, "x", None).unwrap();
         send_line(&a, "y", None).unwrap();
         assert_eq!(recv_line(&b).unwrap_err().kind(), io::ErrorKind::InvalidData, "recv_line wants one line");
+    }
+
+    /// Sends `line` with every descriptor of `fds` in one `SCM_RIGHTS` message (what a
+    /// misbehaving peer could do).
+    fn send_many(sock: &UnixStream, line: &str, fds: &[RawFd]) {
+        let mut buf = with_newline(line);
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        let mut cmsg_buf = [0u64; 64];
+        // SAFETY: the control buffer is large enough for one header and `fds` (at most 100).
+        unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = cmsg_buf.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(size_of_val(fds) as u32) as _;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of_val(fds) as u32) as _;
+            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast::<RawFd>(), fds.len());
+            assert_eq!(libc::sendmsg(sock.as_raw_fd(), &msg, 0), buf.len() as isize);
+        }
+    }
+
+    /// Whether the peer of `s` has closed (reading says end-of-file within a second).
+    fn peer_closed(s: &UnixStream) -> bool {
+        let mut pfd = libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, 1000) };
+        s.set_nonblocking(true).unwrap();
+        matches!(std::io::Read::read(&mut &*s, &mut [0u8; 1]), Ok(0))
+    }
+
+    #[test]
+    fn every_descriptor_of_a_message_is_taken_and_all_but_the_first_closed() {
+        for count in [1, 10, 100] {
+            let (a, b) = UnixStream::pair().unwrap();
+            let pairs: Vec<(UnixStream, UnixStream)> = (0..count).map(|_| UnixStream::pair().unwrap()).collect();
+            let raw: Vec<RawFd> = pairs.iter().map(|(sent, _)| sent.as_raw_fd()).collect();
+            send_many(&a, "auth", &raw);
+            let kept: Vec<UnixStream> = pairs.into_iter().map(|(_, kept)| kept).collect(); // our copies of the sent ends close here
+            let (line, fd) = recv_line(&b).unwrap();
+            assert_eq!(line, "auth");
+            assert!(fd.is_some(), "the first descriptor is returned");
+            for (i, k) in kept.iter().enumerate().skip(1) {
+                assert!(peer_closed(k), "{count} descriptors: descriptor {i} was kept open by the receiver");
+            }
+            assert!(!peer_closed(&kept[0]), "the returned descriptor is open");
+            drop(fd);
+            assert!(peer_closed(&kept[0]), "and closes with its owner");
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The daemon's handle on a running agent: the authenticated gRPC client and, when the agent
-//! runs on this host, a small pool of connections to its fd socket.
+//! runs on this host, a small pool of connections to its fd socket. The pool grows with
+//! concurrent requests and shrinks again: at most [`POOL_MAX`] connections wait in it, and one
+//! unused for [`POOL_IDLE`] is closed (by [`Agent::trim_pool`], which the daemon's sweep calls).
 //!
 //! How the agent was started and where it runs is the business of [`crate::target`]; from here
 //! on every agent looks the same.
@@ -8,7 +10,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tether_protocol::agent::{self as proto, agent_client::AgentClient};
@@ -31,6 +33,11 @@ impl tonic::service::Interceptor for Bearer {
 
 pub type Client = AgentClient<InterceptedService<Channel, Bearer>>;
 
+/// Idle fd-socket connections kept at most; more are closed when they come back.
+pub const POOL_MAX: usize = 8;
+/// An idle fd-socket connection is closed after this long unused.
+pub const POOL_IDLE: Duration = Duration::from_secs(5);
+
 /// A file fetched from the target in one round trip.
 pub struct RemoteFile {
     pub data: Vec<u8>,
@@ -40,8 +47,9 @@ pub struct Agent {
     client: Client,
     token: String,
     pub hello: proto::HelloReply,
-    /// Idle connections to the fd socket, authenticated already.
-    fd_pool: Mutex<Vec<UnixStream>>,
+    /// Idle connections to the fd socket, authenticated already, with when each was last used
+    /// (the most recently used last).
+    fd_pool: Mutex<Vec<(UnixStream, Instant)>>,
 }
 
 impl Agent {
@@ -83,6 +91,16 @@ impl Agent {
 
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// Closes the pooled fd-socket connections unused for [`POOL_IDLE`].
+    pub fn trim_pool(&self) {
+        let mut pool = self.fd_pool.lock().unwrap();
+        let before = pool.len();
+        pool.retain(|(_, used)| used.elapsed() < POOL_IDLE);
+        if pool.len() < before {
+            tracing::debug!(closed = before - pool.len(), kept = pool.len(), "idle fd-socket connections closed");
+        }
     }
 
     pub fn can_pass_fds(&self) -> bool {
@@ -190,8 +208,9 @@ impl Agent {
     /// A new, unconnected socket that lives in the target's network namespace (blocking: call it
     /// from a blocking context).
     pub fn socket(&self, udp: bool, v6: bool) -> io::Result<OwnedFd> {
-        let conn = match self.fd_pool.lock().unwrap().pop() {
-            Some(conn) => conn,
+        let pooled = self.fd_pool.lock().unwrap().pop();
+        let conn = match pooled {
+            Some((conn, _)) => conn,
             None => self.fd_connection()?,
         };
         let req = serde_json::to_string(&FdRequest::Socket { udp, v6 }).expect("serializable");
@@ -199,7 +218,11 @@ impl Agent {
         let (line, fd) = fdpass::recv_line(&conn)?;
         let reply: FdReply = serde_json::from_str(&line)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("agent fd socket: {e}")))?;
-        self.fd_pool.lock().unwrap().push(conn);
+        let mut pool = self.fd_pool.lock().unwrap();
+        if pool.len() < POOL_MAX {
+            pool.push((conn, Instant::now()));
+        }
+        drop(pool);
         match (reply.errno, fd) {
             (0, Some(fd)) => Ok(fd),
             (0, None) => Err(io::Error::new(io::ErrorKind::InvalidData, "agent sent no socket")),

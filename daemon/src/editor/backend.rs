@@ -425,6 +425,13 @@ impl Editor {
     }
 
     async fn create_session(&self, p: CreateParams) -> Result<crate::session::SessionInfo> {
+        if !p.cwd.is_absolute() {
+            return Err(Error::invalid_params(format!(
+                "cwd {:?} is not an absolute path; send the client's working directory as an absolute path \
+                 (the daemon runs in a directory of its own)",
+                p.cwd.display().to_string()
+            )));
+        }
         let info = self.daemon.sessions.create(p).await.map_err(|e| failed(format!("{e:#}")))?;
         if self.conn.is_gone() {
             self.daemon.sessions.stop(&info.session, "the client left before it got the session", false);

@@ -154,6 +154,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 let _ = responses.send(r).await;
                 continue;
             }
+            // `method` defaults to "" when parsing: a message without one is no request at all.
+            Incoming::Request(req) if value.get("method").is_none() => {
+                let id = req.id().cloned().unwrap_or(Id::Null);
+                let message = "invalid request: no `method` (a response needs `result` or `error`)";
+                conn.send(error_frame(id, -32600, message.into())).await;
+                continue;
+            }
             Incoming::Request(req) => req,
         };
         if futures::future::poll_fn(|cx| service.poll_ready(cx)).await.is_err() {
@@ -163,10 +170,20 @@ async fn read_loop<R: AsyncRead + Unpin>(
         // concurrently.
         let in_order = req.id().is_none() || req.method() == "initialize";
         let exit = req.method() == "exit";
-        let fut = service.call(req);
+        // A request the service leaves unanswered (it drops unknown `$/` methods, which LSP
+        // allows for notifications only) is answered here, so no client waits forever.
+        let unanswered = req.id().map(|id| (id.clone(), req.method().to_string()));
+        let call = service.call(req);
+        let fut = async move {
+            match (call.await, unanswered) {
+                (Ok(Some(resp)), _) => Some(frame(&resp)),
+                (Ok(None), Some((id, method))) => Some(error_frame(id, -32601, format!("method not found: {method}"))),
+                _ => None,
+            }
+        };
         if in_order {
-            if let Ok(Some(resp)) = fut.await {
-                conn.send(frame(&resp)).await;
+            if let Some(f) = fut.await {
+                conn.send(f).await;
             }
             if exit {
                 return "exit";
@@ -179,8 +196,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
         let conn = conn.clone();
         tasks.spawn(async move {
-            if let Ok(Some(resp)) = fut.await {
-                conn.send(frame(&resp)).await;
+            if let Some(f) = fut.await {
+                conn.send(f).await;
             }
         });
     }

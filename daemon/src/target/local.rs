@@ -47,6 +47,28 @@ pub fn check_pid(pid: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Removes the fd sockets in `dir` that no agent serves any more (an agent killed with
+/// `kill -9` cannot remove its own): a socket file whose connect is refused has nobody
+/// listening. Called once when a daemon starts, before it starts agents of its own.
+pub fn remove_stale_sockets(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with("agent-") && name.ends_with(".sock")) {
+            continue;
+        }
+        let path = e.path();
+        let refused = matches!(
+            std::os::unix::net::UnixStream::connect(&path),
+            Err(err) if err.raw_os_error() == Some(libc::ECONNREFUSED)
+        );
+        if refused && std::fs::remove_file(&path).is_ok() {
+            tracing::info!(socket = %path.display(), "removed the fd socket of an agent that is gone");
+        }
+    }
+}
+
 /// Starts an agent for `pid` and connects to it.
 pub async fn start(
     pid: u32,
@@ -70,6 +92,8 @@ pub async fn start(
         .arg(&fd_socket)
         .arg("--idle-timeout")
         .arg(idle_timeout.as_secs().max(1).to_string())
+        // However the daemon ends (kill -9 included), its agents end with it.
+        .arg("--exit-with-parent")
         .env(AGENT_TOKEN, &token)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
