@@ -119,6 +119,8 @@ pub struct Session {
     pub until_ended: bool,
     /// Since when no process has been under the session (checked by the sweep).
     idle_since: Mutex<Option<Instant>>,
+    /// The sweep found the agent dead (and said so in the session's errors).
+    agent_lost: std::sync::atomic::AtomicBool,
     agent: Arc<target::Running>,
 }
 
@@ -372,6 +374,7 @@ impl Sessions {
             diagnostics: Mutex::new(agent.diagnostics().iter().cloned().map(crate::editor::launch::convert).collect()),
             until_ended: params.until_ended,
             idle_since: Mutex::default(),
+            agent_lost: Default::default(),
             agent,
         });
         let layer = install_layer(config.layer.dir.as_deref())?;
@@ -459,6 +462,17 @@ impl Sessions {
                 })
                 .collect()
         };
+        let live: Vec<Arc<Session>> = self.sessions.lock().unwrap().values().cloned().collect();
+        for s in live {
+            if !s.agent.is_alive() && !s.agent_lost.swap(true, Ordering::SeqCst) {
+                // Remote calls of its processes fail from now on: say so where people look.
+                s.scope.stats.error(format!(
+                    "the agent for {} died; remote files, names and connections fail until the session is started again",
+                    s.target
+                ));
+                self.touch();
+            }
+        }
         for (id, reason) in ended {
             let removed = self.sessions.lock().unwrap().remove(&id);
             if let Some(s) = removed {

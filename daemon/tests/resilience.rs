@@ -246,3 +246,26 @@ fn the_pool_of_fd_socket_connections_shrinks_after_a_burst() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_session_says_that_its_agent_died() {
+    let world = World::new();
+    let pod = common::pod("res-died");
+    let daemon = protocol_client::start_daemon(&world, &[]);
+    let (mut c, agent) = session_with_agent(&world, &daemon, &pod, "{}");
+    // SAFETY: a signal to an agent of the daemon this test started.
+    unsafe { libc::kill(agent as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let sessions = c.ok("tether/sessions", Value::Null)["sessions"].clone();
+        let errors = sessions[0]["lastErrors"].to_string();
+        if errors.contains("agent") && errors.contains("died") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the session does not say that its agent died: {sessions}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = common::run(world.tether().arg("status"));
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("died"), "tether status: {text}");
+}
