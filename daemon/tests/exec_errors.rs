@@ -121,8 +121,18 @@ fn a_user_who_may_not_trace_the_target() {
     std::fs::create_dir_all(&home).unwrap();
     std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
     std::fs::set_permissions(&w.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // `nobody` may not reach the build directory (a checkout in a private directory): run a copy
+    // of tether, with its agent and layer beside it, from a directory it can reach.
+    let bin = w.dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let built = std::path::Path::new(env!("CARGO_BIN_EXE_tether")).parent().unwrap().to_path_buf();
+    for f in ["tether", "tether-agent", "libtether_layer.so"] {
+        std::fs::copy(built.join(f), bin.join(f)).unwrap_or_else(|e| panic!("copying {f}: {e}"));
+    }
+    let tether = bin.join("tether");
     let mut cmd = std::process::Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_tether")])
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&tether)
         .args(["exec", "--target", &format!("pid:{}", pod.pid), "--", "true"])
         .env("HOME", &home)
         .env("XDG_RUNTIME_DIR", home.join("run"))
@@ -132,7 +142,9 @@ fn a_user_who_may_not_trace_the_target() {
     let out = run(&mut cmd);
     fails_saying(&out, &[&format!("pid:{}", pod.pid), "may not", "run tether as the process's user or as root"]);
     let _ = run(std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_tether"), "daemon", "stop"])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&tether)
+        .args(["daemon", "stop"])
         .env("XDG_RUNTIME_DIR", home.join("run")));
 }
 
