@@ -55,13 +55,7 @@ fn start_daemon_with_nofile(world: &World, nofile: u64) -> Daemon {
             Ok(())
         });
     }
-    let child = cmd.spawn().expect("spawn tether daemon");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while UnixStream::connect(socket_path(world)).is_err() {
-        assert!(Instant::now() < deadline, "the daemon did not come up\n{}", world.log());
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Daemon { child }
+    protocol_client::spawn_daemon(world, cmd)
 }
 
 fn served(world: &World) {

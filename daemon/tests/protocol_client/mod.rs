@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -45,6 +45,11 @@ pub fn start_daemon(world: &World, env: &[(&str, &str)]) -> Daemon {
     for (k, v) in env {
         cmd.env(k, v);
     }
+    spawn_daemon(world, cmd)
+}
+
+/// Spawns `cmd` (a `tether daemon` command of `world`) and waits for its socket.
+pub fn spawn_daemon(world: &World, mut cmd: Command) -> Daemon {
     let child = cmd.spawn().expect("spawn tether daemon");
     let deadline = Instant::now() + Duration::from_secs(10);
     while UnixStream::connect(socket_path(world)).is_err() {
